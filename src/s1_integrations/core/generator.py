@@ -1,0 +1,476 @@
+"""``BudgetForcedGenerator``: s1 budget forcing on one in-process vLLM engine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from s1_integrations.core.budget import BudgetError, BudgetLike, ThinkingBudget, as_budget
+from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan, ForcingState, Phase
+from s1_integrations.core.formats import ThinkingFormat, detect_format
+from s1_integrations.core.prompts import Prompt, PromptError, render_prompt
+from s1_integrations.core.results import (
+    BudgetForcedResult,
+    FinalResult,
+    Strategy,
+    StreamEvent,
+)
+from s1_integrations.core.tracking import OutputTracker, Prepared
+from s1_integrations.engine.engine import InProcessEngine
+
+
+class SamplingOptions(BaseModel):
+    """Per-call sampling; greedy by default so budgets are reproducible."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=1)
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+def _forced_flags(output: Any) -> list[bool]:
+    """A token was forced iff its processed log-probability is exactly 0 (alternatives -inf)."""
+    logprobs = output.logprobs
+    if logprobs is None:
+        return [False] * len(output.token_ids)
+    return [float(logprobs[i][token].logprob) == 0.0 for i, token in enumerate(output.token_ids)]
+
+
+class BudgetForcedGenerator:
+    """Reasoning with a thinking budget: cap it, extend it with "Wait", get exact counts.
+
+    Owns (or borrows) one :class:`InProcessEngine`; every call, sync or async, from any thread,
+    goes to that engine, which batches them. ``strategy="single_pass"`` forces inside the engine
+    with a logits processor; ``"rounds"`` is s1's loop of engine calls done on token ids.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        engine: InProcessEngine | None = None,
+        budget: BudgetLike = None,
+        thinking_format: ThinkingFormat | None = None,
+        strategy: Strategy = "single_pass",
+        **engine_args: Any,
+    ) -> None:
+        if engine is not None and (model is not None or engine_args):
+            raise ValueError("pass either an engine or a model with engine arguments, not both")
+        if strategy not in ("single_pass", "rounds"):
+            raise ValueError(f"strategy: {strategy!r} is not 'single_pass' or 'rounds'")
+        self._owns_engine = engine is None
+        if engine is None:
+            from s1_integrations.toy import toy_model_path
+
+            engine = InProcessEngine(model or toy_model_path(), **engine_args)
+        self.engine = engine
+        try:
+            self.tokenizer = engine.tokenizer
+            self.thinking_format = thinking_format or detect_format(self.tokenizer)
+            self.end_ids = self.thinking_format.end_ids(self.tokenizer)
+            if not self.end_ids:
+                raise ValueError("thinking_format.end: the end delimiter encodes to no tokens")
+            self.eos_ids = self._eos_ids()
+            self.default_budget = as_budget(budget)
+            self.strategy: Strategy = strategy
+            if engine.logprobs_mode != "processed_logprobs":
+                raise ValueError(
+                    "engine logprobs_mode must be 'processed_logprobs': forced tokens are "
+                    "recognised by their processed log-probability"
+                )
+        except BaseException:
+            if self._owns_engine:
+                engine.close()
+            raise
+        self.model_name = engine.model
+
+    def _eos_ids(self) -> tuple[int, ...]:
+        tok = self.tokenizer
+        ids = []
+        if tok.eos_token_id is not None:
+            ids.append(int(tok.eos_token_id))
+        return tuple(ids)
+
+    @property
+    def max_model_len(self) -> int:
+        return self.engine.max_model_len
+
+    # -- preparing requests ---------------------------------------------------------------
+
+    def _encode(self, text: str) -> tuple[int, ...]:
+        return tuple(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def plan_for(self, budget: ThinkingBudget) -> ForcingPlan:
+        conclusion = self._encode(budget.conclusion) if budget.conclusion else ()
+        cap = budget.max_thinking_tokens
+        if cap is not None and len(conclusion) > cap:
+            raise BudgetError(
+                "conclusion",
+                f"{len(conclusion)} tokens do not fit under max_thinking_tokens={cap}",
+            )
+        return ForcingPlan(
+            end=self.end_ids,
+            eos=self.eos_ids,
+            min_thinking=budget.min_thinking_tokens,
+            max_thinking=cap,
+            extensions=budget.extensions,
+            phrases=tuple(self._encode(p) for p in budget.extension_phrases),
+            conclusion=conclusion,
+            max_answer=budget.max_answer_tokens,
+        )
+
+    def prepare(
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        budget: BudgetLike | Sequence[BudgetLike] = None,
+        strategy: Strategy | None = None,
+    ) -> list[Prepared]:
+        """Validate and render everything before the engine sees anything."""
+        items = _as_prompt_list(prompts)
+        budgets = self._budgets(budget, len(items))
+        strategy = strategy or self.strategy
+        if strategy not in ("single_pass", "rounds"):
+            raise ValueError(f"strategy: {strategy!r} is not 'single_pass' or 'rounds'")
+        prepared = []
+        for i, (prompt, b) in enumerate(zip(items, budgets, strict=True)):
+            try:
+                prompt_ids = render_prompt(prompt, self.tokenizer, self.thinking_format)
+            except PromptError as e:
+                raise PromptError(f"prompts[{i}]: {e}") if len(items) > 1 else e from None
+            plan = self.plan_for(b)
+            room = self.max_model_len - len(prompt_ids)
+            needed = (b.max_thinking_tokens or b.min_thinking_tokens) + len(self.end_ids) + 1
+            if room < needed:
+                field = "max_thinking_tokens" if b.max_thinking_tokens else "min_thinking_tokens"
+                raise BudgetError(
+                    field,
+                    f"the prompt has {len(prompt_ids)} tokens and the model's context is "
+                    f"{self.max_model_len}: {needed} more do not fit",
+                )
+            use = strategy
+            if use == "single_pass" and len(plan.end) > 1 and plan.needs_extensions:
+                use = "rounds"  # one pass cannot take back a delimiter it has already emitted
+            if b.max_thinking_tokens is not None:
+                limit = b.max_thinking_tokens + len(plan.end) + b.max_answer_tokens + 1
+                max_tokens = min(room, limit)
+            else:
+                max_tokens = room
+            prepared.append(Prepared(i, prompt_ids, b, plan, use, max_tokens))
+        return prepared
+
+    def _budgets(self, budget: BudgetLike | Sequence[BudgetLike], n: int) -> list[ThinkingBudget]:
+        if isinstance(budget, (list, tuple)):
+            if len(budget) != n:
+                raise BudgetError("budget", f"{len(budget)} budgets given for {n} prompts")
+            return [as_budget(b, self.default_budget) for b in budget]
+        return [as_budget(budget, self.default_budget)] * n  # type: ignore[arg-type]
+
+    def _tracker(self, item: Prepared, options: SamplingOptions) -> OutputTracker:
+        return OutputTracker(item, self.tokenizer, item.budget.extension_phrases, options.stop)
+
+    def _sampling_params(self, options: SamplingOptions, **overrides: Any) -> Any:
+        from vllm import SamplingParams
+
+        kwargs: dict[str, Any] = {
+            "n": 1,
+            "temperature": options.temperature,
+            "top_p": options.top_p,
+            "seed": options.seed,
+            "detokenize": False,
+        }
+        if options.top_k is not None:
+            kwargs["top_k"] = options.top_k
+        kwargs.update(overrides)
+        return SamplingParams(**kwargs)
+
+    # -- single pass ----------------------------------------------------------------------
+
+    async def _single_pass(
+        self, item: Prepared, options: SamplingOptions
+    ) -> AsyncIterator[StreamEvent]:
+        from vllm.sampling_params import RequestOutputKind
+
+        params = self._sampling_params(
+            options,
+            max_tokens=item.max_tokens,
+            logprobs=0,
+            output_kind=RequestOutputKind.DELTA,
+            extra_args={EXTRA_ARGS_KEY: item.plan.to_extra_args()},
+        )
+        tracker = self._tracker(item, options)
+        stream = self.engine.stream(item.prompt_ids, params)
+        try:
+            async for output in stream:
+                completion = output.outputs[0]
+                for event in tracker.feed(list(completion.token_ids), _forced_flags(completion)):
+                    yield event
+                if tracker.stopped_by_string:
+                    break  # closing the stream aborts the request in the engine
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        for event in tracker.feed([], [], final=True):
+            yield event
+        yield FinalResult(result=tracker.result(self.model_name))
+
+    # -- rounds ---------------------------------------------------------------------------
+
+    async def _run_once(self, prompt_ids: list[int], params: Any) -> Any:
+        final = None
+        async for output in self.engine.stream(prompt_ids, params):
+            final = output
+        assert final is not None
+        return final.outputs[0]
+
+    async def _rounds(
+        self, items: list[Prepared], options: SamplingOptions
+    ) -> AsyncIterator[tuple[int, StreamEvent]]:
+        """s1's algorithm on token ids: every round advances all unfinished prompts together.
+
+        Each round generates only up to the remaining budget, stops at an attempt to end the
+        thinking, and appends the extension phrase or the end delimiter as token ids; prefix
+        caching means a round re-prefills only what the previous one added.
+        """
+        trackers = [self._tracker(item, options) for item in items]
+        drivers = [ForcingState(item.plan) for item in items]
+        outputs: list[list[int]] = [[] for _ in items]
+        round_no = 0
+
+        def append(k: int, ids: list[int], forced: bool) -> list[StreamEvent]:
+            if not forced:
+                for token in ids:
+                    drivers[k].observe(token)
+            outputs[k].extend(ids)
+            return trackers[k].feed(ids, [forced] * len(ids))
+
+        while True:
+            jobs: list[tuple[int, Any]] = []
+            for k, (item, state) in enumerate(zip(items, drivers, strict=True)):
+                if state.phase is not Phase.THINKING:
+                    continue
+                capped = _drain_forced(state)
+                if capped:
+                    for event in append(k, capped, True):
+                        yield k, event
+                    continue
+                plan = item.plan
+                room = item.max_tokens - len(outputs[k])
+                if plan.max_thinking is not None:
+                    room = min(
+                        room, plan.max_thinking - len(plan.conclusion) - state.thinking_tokens
+                    )
+                if room <= 0:
+                    state.phase = Phase.FINISHED  # out of context while thinking
+                    continue
+                extra: dict[str, Any] = {"stop_token_ids": list(plan.end_attempt_ids)}
+                if len(plan.end) > 1:
+                    extra.update(
+                        stop=[self.thinking_format.end],
+                        include_stop_str_in_output=True,
+                        detokenize=True,
+                    )
+                seed = None if options.seed is None else options.seed + round_no
+                params = self._sampling_params(
+                    options.model_copy(update={"seed": seed}), max_tokens=room, **extra
+                )
+                jobs.append((k, params))
+            if not jobs:
+                break
+            completions = await asyncio.gather(
+                *(self._run_once(items[k].prompt_ids + outputs[k], p) for k, p in jobs)
+            )
+            round_no += 1
+            for (k, _), completion in zip(jobs, completions, strict=True):
+                ids = list(completion.token_ids)
+                state = drivers[k]
+                attempt = (
+                    completion.finish_reason == "stop"
+                    and bool(ids)
+                    and ids[-1] in items[k].plan.end_attempt_ids
+                )
+                natural = ids[:-1] if attempt else ids
+                for event in append(k, natural, False):
+                    yield k, event
+                if attempt and state.phase is Phase.THINKING:
+                    state.end_attempt()
+                    for event in append(k, _drain_forced(state), True):
+                        yield k, event
+                elif completion.finish_reason == "length" and items[k].plan.max_thinking is None:
+                    state.phase = Phase.FINISHED  # out of context while thinking
+        # The answers, all prompts together.
+        answering = [k for k, state in enumerate(drivers) if state.phase is Phase.ANSWERING]
+        answer_params = []
+        for k in answering:
+            room = items[k].max_tokens - len(outputs[k])
+            left = items[k].budget.max_answer_tokens - drivers[k].answer_tokens
+            extra = {"stop": list(options.stop), "detokenize": True} if options.stop else {}
+            answer_params.append(
+                self._sampling_params(options, max_tokens=max(1, min(room, left)), **extra)
+            )
+        answers = await asyncio.gather(
+            *(
+                self._run_once(items[k].prompt_ids + outputs[k], p)
+                for k, p in zip(answering, answer_params, strict=True)
+            )
+        )
+        for k, completion in zip(answering, answers, strict=True):
+            for event in append(k, list(completion.token_ids), False):
+                yield k, event
+        for k, tracker in enumerate(trackers):
+            for event in tracker.feed([], [], final=True):
+                yield k, event
+            yield k, FinalResult(result=tracker.result(self.model_name))
+
+    # -- public API -----------------------------------------------------------------------
+
+    async def _events(
+        self, items: list[Prepared], options: SamplingOptions
+    ) -> AsyncIterator[tuple[int, StreamEvent]]:
+        """Events of all items, tagged with their index, strategies running side by side."""
+        queue: asyncio.Queue[tuple[int, StreamEvent] | BaseException | None] = asyncio.Queue()
+        rounds = [it for it in items if it.strategy == "rounds"]
+        single = [it for it in items if it.strategy == "single_pass"]
+
+        async def run_single(item: Prepared) -> None:
+            async for event in self._single_pass(item, options):
+                await queue.put((item.index, event))
+
+        async def run_rounds() -> None:
+            async for k, event in self._rounds(rounds, options):
+                await queue.put((rounds[k].index, event))
+
+        async def run_all() -> None:
+            try:
+                tasks = [run_single(it) for it in single]
+                if rounds:
+                    tasks.append(run_rounds())
+                await asyncio.gather(*tasks)
+                await queue.put(None)
+            except BaseException as e:
+                await queue.put(e)
+                raise
+
+        runner = asyncio.ensure_future(run_all())
+        try:
+            while True:
+                got = await queue.get()
+                if got is None:
+                    break
+                if isinstance(got, BaseException):
+                    raise got
+                yield got
+        finally:
+            if not runner.done():
+                runner.cancel()
+                await asyncio.gather(runner, return_exceptions=True)
+
+    async def agenerate(
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        budget: BudgetLike | Sequence[BudgetLike] = None,
+        *,
+        strategy: Strategy | None = None,
+        **sampling: Any,
+    ) -> list[BudgetForcedResult]:
+        """Generate for one or many prompts; all of them go to the engine at once."""
+        options = SamplingOptions(**_normalise_sampling(sampling))
+        items = self.prepare(prompts, budget, strategy)
+        results: list[BudgetForcedResult | None] = [None] * len(items)
+        async for index, event in self._events(items, options):
+            if isinstance(event, FinalResult):
+                results[index] = event.result
+        return [r for r in results if r is not None]
+
+    def generate(
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        budget: BudgetLike | Sequence[BudgetLike] = None,
+        *,
+        strategy: Strategy | None = None,
+        **sampling: Any,
+    ) -> list[BudgetForcedResult]:
+        """Blocking :meth:`agenerate`; safe from many threads at once (the engine batches)."""
+        options = SamplingOptions(**_normalise_sampling(sampling))
+        self.prepare(prompts, budget, strategy)  # fail here, in the caller's thread
+        return self.engine.run_sync(
+            self.agenerate(prompts, budget, strategy=strategy, **options.model_dump())
+        )
+
+    async def astream(
+        self,
+        prompt: Prompt,
+        budget: BudgetLike = None,
+        *,
+        strategy: Strategy | None = None,
+        **sampling: Any,
+    ) -> AsyncIterator[StreamEvent]:
+        """Thinking deltas, answer deltas, an event per extension, then the final result."""
+        options = SamplingOptions(**_normalise_sampling(sampling))
+        items = self.prepare([prompt], [budget], strategy)
+        async for _, event in self._events(items, options):
+            yield event
+
+    def stream(
+        self,
+        prompt: Prompt,
+        budget: BudgetLike = None,
+        *,
+        strategy: Strategy | None = None,
+        **sampling: Any,
+    ) -> Iterator[StreamEvent]:
+        """Blocking :meth:`astream`; breaking out of the loop aborts the request."""
+        options = SamplingOptions(**_normalise_sampling(sampling))
+        self.prepare([prompt], [budget], strategy)
+        return self.engine.iterate_sync(
+            self.astream(prompt, budget, strategy=strategy, **options.model_dump())
+        )
+
+    def close(self) -> None:
+        if self._owns_engine:
+            self.engine.close()
+
+    def __enter__(self) -> BudgetForcedGenerator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _normalise_sampling(sampling: dict[str, Any]) -> dict[str, Any]:
+    stop = sampling.get("stop")
+    if isinstance(stop, str):
+        sampling = {**sampling, "stop": (stop,)}
+    elif stop is None and "stop" in sampling:
+        sampling = {k: v for k, v in sampling.items() if k != "stop"}
+    return sampling
+
+
+def _as_prompt_list(prompts: Prompt | Sequence[Prompt]) -> list[Prompt]:
+    """One question, one chat, or a list of either."""
+    if isinstance(prompts, str):
+        return [prompts]
+    if isinstance(prompts, Sequence) and prompts and isinstance(prompts[0], dict):
+        return [prompts]  # a single chat
+    if isinstance(prompts, Sequence):
+        if len(prompts) == 0:
+            raise PromptError("prompts: no prompts given")
+        return list(prompts)
+    raise PromptError(f"prompts: expected a string or a list, got {type(prompts).__name__}")
+
+
+def _drain_forced(state: ForcingState) -> list[int]:
+    """Take the whole forced sequence the state asks for now (rounds append it at once)."""
+    ids: list[int] = []
+    token = state.pending()
+    while token is not None:
+        ids.append(token)
+        state.observe(token)
+        if not state.forcing:
+            break
+        token = state.pending()
+    return ids

@@ -1,0 +1,58 @@
+"""Turning a question or a chat into prompt token ids with the thinking block open."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from s1_integrations.core.formats import ThinkingFormat, TokenizerLike
+
+ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
+
+#: A prompt: a question, or chat messages as ``{"role": ..., "content": ...}`` mappings.
+Prompt = str | Sequence[Mapping[str, Any]]
+
+
+class PromptError(ValueError):
+    """A prompt that cannot be rendered; raised before anything reaches the engine."""
+
+
+def validate_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    if len(messages) == 0:
+        raise PromptError("messages: the list is empty; give at least one message")
+    checked = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise PromptError(f"messages[{i}]: expected a mapping, got {type(message).__name__}")
+        role = message.get("role")
+        content = message.get("content")
+        if role not in ROLES:
+            raise PromptError(f"messages[{i}].role: {role!r} is not one of {sorted(ROLES)}")
+        if not isinstance(content, str):
+            raise PromptError(f"messages[{i}].content: expected text, got {type(content).__name__}")
+        checked.append({"role": str(role), "content": content})
+    if all(not m["content"].strip() for m in checked):
+        raise PromptError("messages: every message is empty")
+    return checked
+
+
+def render_prompt(prompt: Prompt, tokenizer: TokenizerLike, fmt: ThinkingFormat) -> list[int]:
+    """Apply the chat template, then open the thinking block unless the template did.
+
+    Opening it ourselves (as s1 does with ``<|im_start|>think``) makes thinking start at the
+    first generated token, so counting is unambiguous.
+    """
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise PromptError("prompt: the question is empty")
+        messages = [{"role": "user", "content": prompt}]
+    elif isinstance(prompt, Sequence):
+        messages = validate_messages(prompt)
+    else:
+        raise PromptError(
+            f"prompt: expected a string or a list of messages, got {type(prompt).__name__}"
+        )
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    if not text.rstrip().endswith(fmt.start):
+        text = text + fmt.start
+    return list(tokenizer.encode(text, add_special_tokens=False))

@@ -1,0 +1,183 @@
+"""Single-pass budget forcing inside vLLM: a V1 batch-level logits processor.
+
+Each request carrying ``extra_args["s1_budget"]`` gets a :class:`ForcingState`; every step the
+processor feeds it the newly sampled tokens and then, per row, either forces one token (all
+other logits ``-inf``), or lets the model try to stop thinking and replaces the attempt, or
+does nothing. Requests without the key cost nothing beyond a dict lookup when they join.
+
+It also loads by import path (``vllm serve --logits-processors
+s1_integrations.engine.processor:BudgetForcingLogitsProcessor``) and through the
+``vllm.logits_processors`` entry point this package installs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from vllm import SamplingParams
+from vllm.v1.sample.logits_processor import (
+    BatchUpdate,
+    LogitsProcessor,
+    MoveDirectionality,
+)
+
+from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan, ForcingState, Phase
+
+if TYPE_CHECKING:
+    from vllm.config import VllmConfig
+
+_GREEDY_EPS = 1e-5
+
+
+@dataclass
+class _Request:
+    state: ForcingState
+    output_ids: Sequence[int]  # vLLM's live list of this request's output tokens
+    consumed: int
+    temperature: float
+    rng: random.Random
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < _GREEDY_EPS
+
+
+class BudgetForcingLogitsProcessor(LogitsProcessor):
+    """s1 budget forcing (cap, minimum, "Wait" extensions) in one engine pass."""
+
+    def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool):
+        self.device = device
+        self.requests: dict[int, _Request] = {}
+
+    @classmethod
+    def validate_params(cls, sampling_params: SamplingParams) -> None:
+        args = (sampling_params.extra_args or {}).get(EXTRA_ARGS_KEY)
+        if args is None:
+            return
+        plan = ForcingPlan.from_extra_args(args)
+        if len(plan.end) > 1 and plan.needs_extensions:
+            raise ValueError(
+                f"{EXTRA_ARGS_KEY}: extensions need a single-token end delimiter in one pass; "
+                "use the rounds strategy for this model"
+            )
+        if sampling_params.n != 1:
+            raise ValueError(f"{EXTRA_ARGS_KEY}: budget forcing supports n=1 only")
+
+    def is_argmax_invariant(self) -> bool:
+        return False  # forcing and suppression change the greedy choice
+
+    def update_state(self, batch_update: BatchUpdate | None) -> None:
+        if batch_update is not None:
+            self._apply_batch_update(batch_update)
+        for request in self.requests.values():
+            self._catch_up(request)
+
+    def _apply_batch_update(self, update: BatchUpdate) -> None:
+        # vLLM's order: removals, then additions (which may reuse a freed index), then moves.
+        for index in update.removed:
+            self.requests.pop(index, None)
+        for index, params, _prompt_ids, output_ids in update.added:
+            args = (params.extra_args or {}).get(EXTRA_ARGS_KEY)
+            if args is None:
+                self.requests.pop(index, None)
+                continue
+            seed = params.seed if params.seed is not None else random.getrandbits(63)
+            self.requests[index] = _Request(
+                state=ForcingState(ForcingPlan.from_extra_args(args)),
+                output_ids=output_ids,
+                consumed=0,
+                temperature=params.temperature,
+                rng=random.Random(seed),
+            )
+        for a, b, direction in update.moved:
+            a_req = self.requests.pop(a, None)
+            b_req = self.requests.pop(b, None)
+            if a_req is not None:
+                self.requests[b] = a_req
+            if b_req is not None and direction is MoveDirectionality.SWAP:
+                self.requests[a] = b_req
+
+    @staticmethod
+    def _catch_up(request: _Request) -> None:
+        output_ids = request.output_ids
+        while request.consumed < len(output_ids):
+            token = output_ids[request.consumed]
+            if token < 0:  # a placeholder for a token still in flight
+                break
+            request.state.observe(token)
+            request.consumed += 1
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.requests:
+            return logits
+        forced_rows: list[int] = []
+        forced_tokens: list[int] = []
+        deciding: list[tuple[int, _Request]] = []
+        for index, request in self.requests.items():
+            state = request.state
+            if state.phase is Phase.FINISHED or index >= logits.shape[0]:
+                continue
+            token = state.pending()
+            if token is not None:
+                forced_rows.append(index)
+                forced_tokens.append(token)
+            elif state.phase is Phase.THINKING:
+                deciding.append((index, request))
+        if deciding:
+            self._decide(logits, deciding, forced_rows, forced_tokens)
+        if forced_rows:
+            rows = torch.tensor(forced_rows, device=logits.device)
+            tokens = torch.tensor(forced_tokens, device=logits.device)
+            logits[rows] = float("-inf")
+            logits[rows, tokens] = 0.0
+        return logits
+
+    def _decide(
+        self,
+        logits: torch.Tensor,
+        deciding: list[tuple[int, _Request]],
+        forced_rows: list[int],
+        forced_tokens: list[int],
+    ) -> None:
+        """Did each thinking request try to stop? Replace the attempt, or rule it out.
+
+        Greedy: the attempt is the argmax. Sampling: it happens with the probability the model
+        gives the stopping tokens at the request's temperature; otherwise they are masked and
+        the model samples from the rest. Both match s1's "stop, strip, append Wait".
+        """
+        rows = torch.tensor([i for i, _ in deciding], device=logits.device)
+        sub = logits[rows]
+        argmax = sub.argmax(dim=-1).tolist()
+        temps = torch.tensor(
+            [max(r.temperature, _GREEDY_EPS) for _, r in deciding],
+            device=logits.device,
+            dtype=sub.dtype,
+        ).unsqueeze(1)
+        probs = None
+        if any(not r.greedy for _, r in deciding):
+            probs = torch.softmax(sub / temps, dim=-1)
+        mask_rows: list[int] = []
+        mask_tokens: list[int] = []
+        for k, (index, request) in enumerate(deciding):
+            attempt_ids = request.state.plan.end_attempt_ids
+            if request.greedy:
+                attempt = argmax[k] in attempt_ids
+            else:
+                assert probs is not None
+                p_stop = float(probs[k, list(attempt_ids)].sum())
+                attempt = request.rng.random() < p_stop
+            if attempt:
+                forced_rows.append(index)
+                forced_tokens.append(request.state.end_attempt())
+            else:
+                mask_rows.extend([index] * len(attempt_ids))
+                mask_tokens.extend(attempt_ids)
+        if mask_rows:
+            logits[
+                torch.tensor(mask_rows, device=logits.device),
+                torch.tensor(mask_tokens, device=logits.device),
+            ] = float("-inf")

@@ -1,0 +1,29 @@
+"""One real in-process vLLM engine on the shipped toy reasoner, shared by the whole session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from s1_integrations import toy_model_path
+
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+ENGINE_ARGS = {"dtype": "float32", "seed": 0, "max_num_seqs": 128}
+
+
+@pytest.fixture(scope="session")
+def generator() -> Iterator[object]:
+    from s1_integrations import BudgetForcedGenerator
+
+    with BudgetForcedGenerator(toy_model_path(), **ENGINE_ARGS) as gen:
+        yield gen
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> object:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(toy_model_path())

@@ -1,0 +1,138 @@
+"""The vLLM logits processor, driven directly with tensors and batch updates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from vllm import SamplingParams
+from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
+
+from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan
+from s1_integrations.engine.processor import BudgetForcingLogitsProcessor
+
+V = 16
+END, EOS, WAIT, A, B = 10, 11, 12, 1, 2
+NEG = float("-inf")
+
+
+def params(temperature: float = 0.0, **plan_kw: object) -> SamplingParams:
+    plan = ForcingPlan(end=(END,), eos=(EOS,), phrases=((WAIT,),), **plan_kw)  # type: ignore[arg-type]
+    return SamplingParams(
+        temperature=temperature, seed=0, extra_args={EXTRA_ARGS_KEY: plan.to_extra_args()}
+    )
+
+
+def processor() -> BudgetForcingLogitsProcessor:
+    return BudgetForcingLogitsProcessor(None, torch.device("cpu"), False)  # type: ignore[arg-type]
+
+
+def update(added=(), removed=(), moved=(), size: int = 4) -> BatchUpdate:
+    return BatchUpdate(batch_size=size, removed=list(removed), added=list(added), moved=list(moved))
+
+
+def logits_preferring(*tokens: int, rows: int = 4) -> torch.Tensor:
+    logits = torch.zeros(rows, V)
+    for row, token in enumerate(tokens):
+        logits[row, token] = 5.0
+    return logits
+
+
+def forced_token(row: torch.Tensor) -> int | None:
+    finite = torch.isfinite(row).nonzero().flatten().tolist()
+    return finite[0] if len(finite) == 1 else None
+
+
+def test_requests_without_settings_are_untouched() -> None:
+    proc = processor()
+    out: list[int] = []
+    proc.update_state(update(added=[(0, SamplingParams(), None, out)]))
+    logits = logits_preferring(END)
+    assert torch.equal(proc.apply(logits.clone()), logits)
+    assert proc.requests == {}
+
+
+def test_cap_zero_forces_end_then_answer_free() -> None:
+    proc = processor()
+    out: list[int] = []
+    proc.update_state(update(added=[(0, params(max_thinking=0), None, out)]))
+    assert forced_token(proc.apply(logits_preferring(A))[0]) == END
+    out.append(END)
+    proc.update_state(None)
+    row = proc.apply(logits_preferring(A))[0]
+    assert forced_token(row) is None and row[A] == 5.0
+
+
+def test_greedy_attempt_below_min_is_replaced_by_wait() -> None:
+    proc = processor()
+    out: list[int] = []
+    proc.update_state(update(added=[(0, params(min_thinking=3), None, out)]))
+    assert forced_token(proc.apply(logits_preferring(END))[0]) == WAIT
+    out.append(WAIT)
+    proc.update_state(None)
+    row = proc.apply(logits_preferring(A))[0]
+    assert row[END] == NEG and row[EOS] == NEG  # not an attempt: stopping ruled out
+    out.extend([A, A])
+    proc.update_state(None)
+    # three thinking tokens now: the model may stop, and the end delimiter is forced
+    assert forced_token(proc.apply(logits_preferring(EOS))[0]) == END
+
+
+def test_state_follows_moves_and_swaps() -> None:
+    proc = processor()
+    outs: list[list[int]] = [[], [], []]
+    proc.update_state(
+        update(
+            added=[
+                (0, params(max_thinking=0), None, outs[0]),
+                (1, SamplingParams(), None, outs[1]),
+                (2, params(min_thinking=5), None, outs[2]),
+            ]
+        )
+    )
+    proc.update_state(update(moved=[(0, 2, MoveDirectionality.SWAP)]))
+    logits = proc.apply(logits_preferring(END, END, END))
+    assert forced_token(logits[0]) == WAIT  # the min-5 request now lives at row 0
+    assert forced_token(logits[2]) == END  # the cap-0 request at row 2
+    assert forced_token(logits[1]) is None
+    proc.update_state(update(removed=[1], moved=[(2, 1, MoveDirectionality.UNIDIRECTIONAL)]))
+    assert set(proc.requests) == {0, 1}
+    assert proc.requests[1].state.plan.max_thinking == 0
+
+
+def test_removal_forgets_the_request() -> None:
+    proc = processor()
+    proc.update_state(update(added=[(0, params(extensions=1), None, [])]))
+    proc.update_state(update(removed=[0]))
+    assert proc.requests == {}
+
+
+def test_sampling_extends_with_the_models_stop_probability() -> None:
+    """Under sampling, an attempt happens with the probability of END+EOS at the temperature."""
+    attempts = 0
+    trials = 400
+    for seed in range(trials):
+        proc = processor()
+        p = params(temperature=1.0, extensions=1)
+        p.seed = seed
+        proc.update_state(update(added=[(0, p, None, [])], size=1))
+        logits = torch.zeros(1, V)
+        logits[0, END] = 2.0  # p(END) = e^2 / (e^2 + 15) ~ 0.33
+        row = proc.apply(logits)[0]
+        if forced_token(row) == WAIT:
+            attempts += 1
+        else:
+            assert row[END] == NEG and row[EOS] == NEG
+    expected = torch.softmax(torch.tensor([2.0] + [0.0] * (V - 1)), 0)[0].item()
+    assert abs(attempts / trials - expected) < 0.08
+
+
+def test_validate_params_rejects_bad_settings() -> None:
+    bad = SamplingParams(extra_args={EXTRA_ARGS_KEY: {"end": [], "eos": [1]}})
+    with pytest.raises(ValueError, match="end"):
+        BudgetForcingLogitsProcessor.validate_params(bad)
+    multi = ForcingPlan(end=(3, 4), eos=(EOS,), phrases=((WAIT,),), extensions=1)
+    with pytest.raises(ValueError, match="rounds"):
+        BudgetForcingLogitsProcessor.validate_params(
+            SamplingParams(extra_args={EXTRA_ARGS_KEY: multi.to_extra_args()})
+        )
+    BudgetForcingLogitsProcessor.validate_params(SamplingParams())
