@@ -273,6 +273,7 @@ class BudgetForcedGenerator:
                         stop=[self.thinking_format.end],
                         include_stop_str_in_output=True,
                         detokenize=True,
+                        skip_special_tokens=False,  # the delimiter may hold special tokens
                     )
                 seed = None if options.seed is None else options.seed + round_no
                 params = self._sampling_params(
@@ -288,12 +289,8 @@ class BudgetForcedGenerator:
             for (k, _), completion in zip(jobs, completions, strict=True):
                 ids = list(completion.token_ids)
                 state = drivers[k]
-                attempt = (
-                    completion.finish_reason == "stop"
-                    and bool(ids)
-                    and ids[-1] in items[k].plan.end_attempt_ids
-                )
-                natural = ids[:-1] if attempt else ids
+                natural = _strip_end_attempt(ids, completion, items[k].plan)
+                attempt = natural is not ids
                 for event in append(k, natural, False):
                     yield k, event
                 if attempt and state.phase is Phase.THINKING:
@@ -461,6 +458,22 @@ def _as_prompt_list(prompts: Prompt | Sequence[Prompt]) -> list[Prompt]:
             raise PromptError("prompts: no prompts given")
         return list(prompts)
     raise PromptError(f"prompts: expected a string or a list, got {type(prompts).__name__}")
+
+
+def _strip_end_attempt(ids: list[int], completion: Any, plan: ForcingPlan) -> list[int]:
+    """The round's tokens without the attempt to stop thinking that ended it, if one did.
+
+    A single-token delimiter or end of sequence stops the round as a stop token; a delimiter
+    of several tokens stops it as a stop string, and its tokens are the tail of the output.
+    """
+    if completion.finish_reason != "stop" or not ids:
+        return ids
+    if ids[-1] in plan.end_attempt_ids:
+        return ids[:-1]
+    n = len(plan.end)
+    if n > 1 and tuple(ids[-n:]) == plan.end:
+        return ids[:-n]
+    return ids
 
 
 def _drain_forced(state: ForcingState) -> list[int]:
