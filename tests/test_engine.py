@@ -18,7 +18,7 @@ def test_missing_model_path_fails_fast(tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         InProcessEngine(str(tmp_path / "nowhere"))
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
         InProcessEngine(str(tmp_path))
     assert time.monotonic() - started < 5  # nothing was started
 
