@@ -14,12 +14,17 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 ENGINE_ARGS = {"dtype": "float32", "seed": 0, "max_num_seqs": 128}
 
 
+TOY = str(toy_model_path())
+
+
 @pytest.fixture(scope="session")
 def generator() -> Iterator[object]:
-    from s1_integrations import BudgetForcedGenerator
+    """The session's generator: the same one every chat model with these settings shares."""
+    from s1_integrations.adapters.langchain import shared_generator
 
-    with BudgetForcedGenerator(toy_model_path(), **ENGINE_ARGS) as gen:
-        yield gen
+    gen = shared_generator(TOY, ENGINE_ARGS)
+    yield gen
+    gen.engine.close()
 
 
 @pytest.fixture(scope="session")

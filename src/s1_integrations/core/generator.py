@@ -32,6 +32,9 @@ class SamplingOptions(BaseModel):
     top_k: int | None = Field(default=None, ge=1)
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    answer_schema: dict[str, Any] | None = Field(
+        default=None, description="JSON schema the answer must follow (thinking stays free)."
+    )
 
 
 def _forced_flags(output: Any) -> list[bool]:
@@ -130,6 +133,8 @@ class BudgetForcedGenerator:
         prompts: Prompt | Sequence[Prompt],
         budget: BudgetLike | Sequence[BudgetLike] = None,
         strategy: Strategy | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        structured: bool = False,
     ) -> list[Prepared]:
         """Validate and render everything before the engine sees anything."""
         items = _as_prompt_list(prompts)
@@ -140,7 +145,7 @@ class BudgetForcedGenerator:
         prepared = []
         for i, (prompt, b) in enumerate(zip(items, budgets, strict=True)):
             try:
-                prompt_ids = render_prompt(prompt, self.tokenizer, self.thinking_format)
+                prompt_ids = render_prompt(prompt, self.tokenizer, self.thinking_format, tools)
             except PromptError as e:
                 raise PromptError(f"prompts[{i}]: {e}") if len(items) > 1 else e from None
             plan = self.plan_for(b)
@@ -154,7 +159,7 @@ class BudgetForcedGenerator:
                     f"{self.max_model_len}: {needed} more do not fit",
                 )
             use = strategy
-            if use == "single_pass" and len(plan.end) > 1 and plan.needs_extensions:
+            if use == "single_pass" and len(plan.end) > 1 and (plan.needs_extensions or structured):
                 use = "rounds"  # one pass cannot take back a delimiter it has already emitted
             if b.max_thinking_tokens is not None:
                 limit = b.max_thinking_tokens + len(plan.end) + b.max_answer_tokens + 1
@@ -196,24 +201,36 @@ class BudgetForcedGenerator:
     ) -> AsyncIterator[StreamEvent]:
         from vllm.sampling_params import RequestOutputKind
 
+        structured = options.answer_schema is not None
         params = self._sampling_params(
             options,
             max_tokens=item.max_tokens,
             logprobs=0,
             output_kind=RequestOutputKind.DELTA,
             extra_args={EXTRA_ARGS_KEY: item.plan.to_extra_args()},
+            # A constrained answer is a second, grammar-bound request: stop at the delimiter.
+            stop_token_ids=list(item.plan.end) if structured else None,
         )
         tracker = self._tracker(item, options)
+        output_ids: list[int] = []
         stream = self.engine.stream(item.prompt_ids, params)
         try:
             async for output in stream:
                 completion = output.outputs[0]
+                output_ids.extend(completion.token_ids)
                 for event in tracker.feed(list(completion.token_ids), _forced_flags(completion)):
                     yield event
                 if tracker.stopped_by_string:
                     break  # closing the stream aborts the request in the engine
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
+        if structured:
+            for event in tracker.feed([], [], final=True):  # classify the whole thinking
+                yield event
+        if structured and tracker.state.phase is Phase.ANSWERING:
+            answer = await self._answer_round(item, output_ids, 0, options)
+            for event in tracker.feed(answer, [False] * len(answer)):
+                yield event
         for event in tracker.feed([], [], final=True):
             yield event
         yield FinalResult(result=tracker.result(self.model_name))
@@ -301,27 +318,40 @@ class BudgetForcedGenerator:
                     state.phase = Phase.FINISHED  # out of context while thinking
         # The answers, all prompts together.
         answering = [k for k, state in enumerate(drivers) if state.phase is Phase.ANSWERING]
-        answer_params = []
-        for k in answering:
-            room = items[k].max_tokens - len(outputs[k])
-            left = items[k].budget.max_answer_tokens - drivers[k].answer_tokens
-            extra = {"stop": list(options.stop), "detokenize": True} if options.stop else {}
-            answer_params.append(
-                self._sampling_params(options, max_tokens=max(1, min(room, left)), **extra)
-            )
         answers = await asyncio.gather(
             *(
-                self._run_once(items[k].prompt_ids + outputs[k], p)
-                for k, p in zip(answering, answer_params, strict=True)
+                self._answer_round(items[k], outputs[k], drivers[k].answer_tokens, options)
+                for k in answering
             )
         )
-        for k, completion in zip(answering, answers, strict=True):
-            for event in append(k, list(completion.token_ids), False):
+        for k, ids in zip(answering, answers, strict=True):
+            for event in append(k, ids, False):
                 yield k, event
         for k, tracker in enumerate(trackers):
             for event in tracker.feed([], [], final=True):
                 yield k, event
             yield k, FinalResult(result=tracker.result(self.model_name))
+
+    async def _answer_round(
+        self, item: Prepared, output: list[int], answered: int, options: SamplingOptions
+    ) -> list[int]:
+        """Generate the answer after a closed thinking block, constrained when asked to be.
+
+        The thinking stays free; only the answer is held to ``answer_schema`` by vLLM's
+        structured outputs, so even a small model emits valid JSON or tool calls.
+        """
+        from vllm.sampling_params import StructuredOutputsParams
+
+        room = item.max_tokens - len(output)
+        left = item.budget.max_answer_tokens - answered
+        extra: dict[str, Any] = {}
+        if options.stop:
+            extra.update(stop=list(options.stop), detokenize=True)
+        if options.answer_schema is not None:
+            extra["structured_outputs"] = StructuredOutputsParams(json=options.answer_schema)
+        params = self._sampling_params(options, max_tokens=max(1, min(room, left)), **extra)
+        completion = await self._run_once(item.prompt_ids + output, params)
+        return list(completion.token_ids)
 
     # -- public API -----------------------------------------------------------------------
 
@@ -372,11 +402,12 @@ class BudgetForcedGenerator:
         budget: BudgetLike | Sequence[BudgetLike] = None,
         *,
         strategy: Strategy | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
         **sampling: Any,
     ) -> list[BudgetForcedResult]:
         """Generate for one or many prompts; all of them go to the engine at once."""
         options = SamplingOptions(**_normalise_sampling(sampling))
-        items = self.prepare(prompts, budget, strategy)
+        items = self.prepare(prompts, budget, strategy, tools, options.answer_schema is not None)
         results: list[BudgetForcedResult | None] = [None] * len(items)
         async for index, event in self._events(items, options):
             if isinstance(event, FinalResult):
@@ -389,13 +420,15 @@ class BudgetForcedGenerator:
         budget: BudgetLike | Sequence[BudgetLike] = None,
         *,
         strategy: Strategy | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
         **sampling: Any,
     ) -> list[BudgetForcedResult]:
         """Blocking :meth:`agenerate`; safe from many threads at once (the engine batches)."""
         options = SamplingOptions(**_normalise_sampling(sampling))
-        self.prepare(prompts, budget, strategy)  # fail here, in the caller's thread
+        # fail here, in the caller's thread
+        self.prepare(prompts, budget, strategy, tools, options.answer_schema is not None)
         return self.engine.run_sync(
-            self.agenerate(prompts, budget, strategy=strategy, **options.model_dump())
+            self.agenerate(prompts, budget, strategy=strategy, tools=tools, **options.model_dump())
         )
 
     async def astream(
@@ -404,11 +437,12 @@ class BudgetForcedGenerator:
         budget: BudgetLike = None,
         *,
         strategy: Strategy | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
         **sampling: Any,
     ) -> AsyncIterator[StreamEvent]:
         """Thinking deltas, answer deltas, an event per extension, then the final result."""
         options = SamplingOptions(**_normalise_sampling(sampling))
-        items = self.prepare([prompt], [budget], strategy)
+        items = self.prepare([prompt], [budget], strategy, tools, options.answer_schema is not None)
         async for _, event in self._events(items, options):
             yield event
 
@@ -418,13 +452,14 @@ class BudgetForcedGenerator:
         budget: BudgetLike = None,
         *,
         strategy: Strategy | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
         **sampling: Any,
     ) -> Iterator[StreamEvent]:
         """Blocking :meth:`astream`; breaking out of the loop aborts the request."""
         options = SamplingOptions(**_normalise_sampling(sampling))
-        self.prepare([prompt], [budget], strategy)
+        self.prepare([prompt], [budget], strategy, tools, options.answer_schema is not None)
         return self.engine.iterate_sync(
-            self.astream(prompt, budget, strategy=strategy, **options.model_dump())
+            self.astream(prompt, budget, strategy=strategy, tools=tools, **options.model_dump())
         )
 
     def close(self) -> None:

@@ -17,7 +17,10 @@ class PromptError(ValueError):
     """A prompt that cannot be rendered; raised before anything reaches the engine."""
 
 
-def validate_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+_PASSED_THROUGH = ("tool_calls", "tool_call_id", "name")
+
+
+def validate_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     if len(messages) == 0:
         raise PromptError("messages: the list is empty; give at least one message")
     checked = []
@@ -30,13 +33,22 @@ def validate_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, s
             raise PromptError(f"messages[{i}].role: {role!r} is not one of {sorted(ROLES)}")
         if not isinstance(content, str):
             raise PromptError(f"messages[{i}].content: expected text, got {type(content).__name__}")
-        checked.append({"role": str(role), "content": content})
+        entry: dict[str, Any] = {"role": str(role), "content": content}
+        for key in _PASSED_THROUGH:  # tool-call turns, for templates that render them
+            if message.get(key) is not None:
+                entry[key] = message[key]
+        checked.append(entry)
     if all(not m["content"].strip() for m in checked):
         raise PromptError("messages: every message is empty")
     return checked
 
 
-def render_prompt(prompt: Prompt, tokenizer: TokenizerLike, fmt: ThinkingFormat) -> list[int]:
+def render_prompt(
+    prompt: Prompt,
+    tokenizer: TokenizerLike,
+    fmt: ThinkingFormat,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+) -> list[int]:
     """Apply the chat template, then open the thinking block unless the template did.
 
     Opening it ourselves (as s1 does with ``<|im_start|>think``) makes thinking start at the
@@ -52,7 +64,10 @@ def render_prompt(prompt: Prompt, tokenizer: TokenizerLike, fmt: ThinkingFormat)
         raise PromptError(
             f"prompt: expected a string or a list of messages, got {type(prompt).__name__}"
         )
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    kwargs: dict[str, Any] = {"add_generation_prompt": True, "tokenize": False}
+    if tools:
+        kwargs["tools"] = [dict(t) for t in tools]  # the template renders them, if it can
+    text = tokenizer.apply_chat_template(messages, **kwargs)
     if not text.rstrip().endswith(fmt.start):
         text = text + fmt.start
     return list(tokenizer.encode(text, add_special_tokens=False))

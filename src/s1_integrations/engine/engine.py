@@ -104,6 +104,14 @@ class InProcessEngine:
         if processors:
             args["logits_processors"] = processors
         args.setdefault("disable_log_stats", True)
+        # Constrained answers (tool calls, structured output) without whitespace padding,
+        # which small models otherwise fill their answer budget with.
+        if "structured_outputs_config" not in args:
+            from vllm.config import StructuredOutputsConfig
+
+            args["structured_outputs_config"] = StructuredOutputsConfig(
+                backend="xgrammar", disable_any_whitespace=True
+            )
         from vllm.platforms import current_platform
 
         if (
