@@ -93,13 +93,17 @@ def demo(
     ),
     model: ModelOption = None,
     engine_arg: EngineArg = None,
+    sweep_out: Annotated[
+        Path | None, typer.Option(help="Also run the scaling sweep, writing here.")
+    ] = Path("out/sweep"),
 ) -> None:
-    """The same question at several budgets: budget forcing on the shipped toy reasoner."""
+    """The same question at several budgets, then the accuracy-vs-thinking sweep."""
     with _generator(model, engine_arg) as generator:
         budgets = [b for _, b in DEMO_BUDGETS]
         results = generator.generate([question] * len(budgets), budgets)
         table = Table(title=f"{question}  (model: {Path(generator.model_name).name})")
-        for column in ("budget", "thinking tokens", "extensions", "ended by", "answer"):
+        table.add_column("budget", no_wrap=True)
+        for column in ("thinking tokens", "extensions", "ended by", "answer"):
             table.add_column(column)
         for (label, _), r in zip(DEMO_BUDGETS, results, strict=True):
             table.add_row(
@@ -112,6 +116,114 @@ def demo(
         console.print(table)
         longest = max(results, key=lambda r: r.extensions)
         console.print(Panel(longest.thinking.strip(), title="thinking with 2 extensions"))
+        if sweep_out is not None:
+            console.print("\nsweeping caps and extensions over the toy's held-out problems...")
+            report = _sweep(
+                generator, None, DEFAULT_CAPS, DEFAULT_EXTENSIONS, sweep_out, "exact", None
+            )
+            _print_summary(report)
+
+
+def _parse_caps(text: str) -> list[int | None]:
+    caps: list[int | None] = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if part in ("none", "inf", "unlimited"):
+            caps.append(None)
+        elif part:
+            caps.append(int(part))
+    return caps
+
+
+def _parse_ints(text: str) -> list[int]:
+    return [int(p) for p in text.split(",") if p.strip()]
+
+
+def _print_summary(report: Any) -> None:
+    table = Table(title="accuracy against thinking")
+    for column in (
+        "setting",
+        "accuracy",
+        "mean thinking",
+        "p90 thinking",
+        "extensions",
+        "ended by cap",
+        "wall s",
+    ):
+        table.add_column(column, justify="right")
+    for s in report.summaries:
+        table.add_row(
+            s.setting,
+            f"{s.accuracy:.1%}",
+            f"{s.mean_thinking_tokens:.1f}",
+            f"{s.p90_thinking_tokens:.0f}",
+            f"{s.mean_extensions:.2f}",
+            f"{s.ended_by_cap:.0%}",
+            f"{s.wall_seconds:.1f}",
+        )
+    console.print(table)
+    for name, path in report.files.items():
+        console.print(f"{name}: {path}")
+
+
+def _sweep(
+    generator: Any,
+    dataset: str | None,
+    caps: str,
+    extensions: str,
+    out: Path,
+    scorer: str,
+    limit: int | None,
+) -> Any:
+    from s1_integrations.scaling import get_scorer, load_jsonl, run_sweep
+    from s1_integrations.scaling.sweep import settings_for
+    from s1_integrations.toy import heldout_path
+
+    pairs = load_jsonl(dataset or heldout_path())
+    if limit is not None:
+        pairs = pairs[:limit]
+    return run_sweep(
+        generator,
+        pairs,
+        settings_for(_parse_caps(caps), _parse_ints(extensions)),
+        out,
+        scorer=get_scorer(scorer),
+    )
+
+
+DEFAULT_CAPS = "0,4,8,16,24,32,48"
+DEFAULT_EXTENSIONS = "0,1,2,4"
+
+
+@app.command()
+def sweep(
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="JSONL of {question, answer}; default: the toy's held-out set."),
+    ] = None,
+    caps: Annotated[str, typer.Option(help="Comma-separated caps; 'none' = no cap.")] = (
+        DEFAULT_CAPS
+    ),
+    extensions: Annotated[str, typer.Option(help="Comma-separated extension counts.")] = (
+        DEFAULT_EXTENSIONS
+    ),
+    out: Annotated[Path, typer.Option(help="Folder for results and the plot.")] = Path("out/sweep"),
+    scorer: Annotated[str, typer.Option(help="'exact' or 'math' (math-verify).")] = "exact",
+    limit: Annotated[int | None, typer.Option(help="Use only the first N questions.")] = None,
+    model: ModelOption = None,
+    engine_arg: EngineArg = None,
+) -> None:
+    """Accuracy against thinking tokens at several caps and extension counts, with a plot."""
+    from s1_integrations.scaling import DatasetError
+
+    try:
+        with _generator(model, engine_arg) as generator:
+            report = _sweep(generator, dataset, caps, extensions, out, scorer, limit)
+    except (DatasetError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        console.print(f"nothing was written to {out}")
+        raise typer.Exit(code=2) from None
+    _print_summary(report)
 
 
 def main() -> None:

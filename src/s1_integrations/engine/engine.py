@@ -236,6 +236,7 @@ class InProcessEngine:
                 future.cancel()
 
     def num_unfinished_requests(self) -> int:
+        self._check_alive()
         return int(self._llm.get_num_unfinished_requests())
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -248,13 +249,17 @@ class InProcessEngine:
         _live_engines.discard(self)
         for future in list(self._inflight):
             future.cancel()
-        if self._llm is not None:
+        llm, self._llm = self._llm, None
+        if llm is not None:
 
             async def shutdown() -> None:
-                self._llm.shutdown()
+                llm.shutdown()
 
             with contextlib.suppress(Exception):
                 self._call(shutdown())
+            # Drop the last reference now: vLLM's __del__ would otherwise shut down again
+            # during interpreter teardown, when its module globals are already gone.
+            del llm
         self._stop_loop()
 
     def _stop_loop(self) -> None:

@@ -1,0 +1,42 @@
+"""The s1 paper's scaling figure: accuracy against mean thinking tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def plot_scaling(summaries: Sequence[Any], path: Path) -> None:
+    """One curve for capping the thinking and one for extending it with "Wait"."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    styles = {
+        "cap": ("tab:blue", "o", "cap the thinking"),
+        "extend": ("tab:orange", "s", "extend with Wait"),
+    }
+    for kind, (color, marker, name) in styles.items():
+        points = sorted(
+            (s.mean_thinking_tokens, s.accuracy * 100, s.setting)
+            for s in summaries
+            if s.kind == kind
+        )
+        if not points:
+            continue
+        xs, ys, _ = zip(*points, strict=True)
+        ax.plot(xs, ys, marker=marker, color=color, label=name)
+        for x, y, label in points:
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.set_xlabel("mean thinking tokens")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title("Test-time scaling with budget forcing")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

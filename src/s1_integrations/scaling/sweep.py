@@ -1,0 +1,171 @@
+"""Run a dataset at several budgets and measure how accuracy scales with thinking.
+
+Each budget setting is one engine batch over the whole dataset. Results are written to a
+scratch folder first and moved into place at the end, so an interrupted sweep never leaves a
+half-written result that looks complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from s1_integrations.core.budget import ThinkingBudget
+from s1_integrations.scaling.data import QAPair
+from s1_integrations.scaling.scoring import Scorer, exact_match
+
+Kind = Literal["cap", "extend"]
+
+
+@dataclass(frozen=True)
+class SweepSetting:
+    kind: Kind
+    value: int | None  # the cap (None: no cap), or the number of extensions
+
+    @property
+    def label(self) -> str:
+        if self.kind == "cap":
+            return "no cap" if self.value is None else f"cap {self.value}"
+        return f"{self.value} extension{'s' if self.value != 1 else ''}"
+
+    def budget(self, max_answer_tokens: int) -> ThinkingBudget:
+        if self.kind == "cap":
+            return ThinkingBudget(
+                max_thinking_tokens=self.value, max_answer_tokens=max_answer_tokens
+            )
+        return ThinkingBudget(extensions=self.value or 0, max_answer_tokens=max_answer_tokens)
+
+
+@dataclass
+class SettingSummary:
+    setting: str
+    kind: str
+    value: int | None
+    questions: int
+    accuracy: float
+    mean_thinking_tokens: float
+    p90_thinking_tokens: float
+    mean_extensions: float
+    ended_by_cap: float
+    wall_seconds: float
+
+
+@dataclass
+class SweepReport:
+    summaries: list[SettingSummary]
+    rows: list[dict[str, Any]]
+    out_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def settings_for(caps: list[int | None], extensions: list[int]) -> list[SweepSetting]:
+    return [SweepSetting("cap", c) for c in caps] + [SweepSetting("extend", n) for n in extensions]
+
+
+def _p90(values: list[int]) -> float:
+    if len(values) == 1:
+        return float(values[0])
+    return float(statistics.quantiles(values, n=10, method="inclusive")[-1])
+
+
+def run_sweep(
+    generator: Any,
+    dataset: list[QAPair],
+    settings: list[SweepSetting],
+    out_dir: str | Path,
+    *,
+    scorer: Scorer = exact_match,
+    max_answer_tokens: int = 64,
+    progress: bool = True,
+) -> SweepReport:
+    """Run every setting over the dataset; write per-question rows, a summary and a plot."""
+    if not dataset:
+        raise ValueError("dataset: no questions")
+    if not settings:
+        raise ValueError("settings: give at least one cap or extension count")
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    questions = [q.question for q in dataset]
+    rows: list[dict[str, Any]] = []
+    summaries: list[SettingSummary] = []
+    for setting in tqdm(settings, desc="budget settings", disable=not progress, unit="setting"):
+        started = time.perf_counter()
+        results = generator.generate(questions, setting.budget(max_answer_tokens))
+        wall = time.perf_counter() - started
+        correct = []
+        for qa, r in zip(dataset, results, strict=True):
+            ok = scorer(r.answer, qa.answer)
+            correct.append(ok)
+            rows.append(
+                {
+                    "setting": setting.label,
+                    "kind": setting.kind,
+                    "value": setting.value,
+                    "question": qa.question,
+                    "reference": qa.answer,
+                    "answer": r.answer.strip(),
+                    "correct": ok,
+                    "thinking_tokens": r.thinking_tokens,
+                    "extensions": r.extensions,
+                    "thinking_ended_by": r.thinking_ended_by,
+                }
+            )
+        thinking = [r.thinking_tokens for r in results]
+        summaries.append(
+            SettingSummary(
+                setting=setting.label,
+                kind=setting.kind,
+                value=setting.value,
+                questions=len(dataset),
+                accuracy=sum(correct) / len(correct),
+                mean_thinking_tokens=statistics.fmean(thinking),
+                p90_thinking_tokens=_p90(thinking),
+                mean_extensions=statistics.fmean(r.extensions for r in results),
+                ended_by_cap=sum(r.thinking_ended_by == "budget" for r in results) / len(results),
+                wall_seconds=wall,
+            )
+        )
+    report = SweepReport(summaries=summaries, rows=rows, out_dir=out_dir)
+    _write(report)
+    return report
+
+
+def _write(report: SweepReport) -> None:
+    from s1_integrations.scaling.plot import plot_scaling
+
+    final = report.out_dir
+    scratch = final.with_name(final.name + ".partial")
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    scratch.mkdir(parents=True)
+    names = {
+        "results_jsonl": "results.jsonl",
+        "results_csv": "results.csv",
+        "summary_csv": "summary.csv",
+        "plot": "scaling.png",
+    }
+    with (scratch / names["results_jsonl"]).open("w") as f:
+        for row in report.rows:
+            f.write(json.dumps(row) + "\n")
+    _write_csv(scratch / names["results_csv"], report.rows)
+    _write_csv(scratch / names["summary_csv"], [asdict(s) for s in report.summaries])
+    plot_scaling(report.summaries, scratch / names["plot"])
+    final.mkdir(parents=True, exist_ok=True)
+    for name in names.values():
+        (scratch / name).replace(final / name)
+    scratch.rmdir()
+    report.files = {key: final / name for key, name in names.items()}
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

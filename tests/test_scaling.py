@@ -1,0 +1,84 @@
+"""The budget sweep: files, consistency with per-question results, bad datasets."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from s1_integrations.scaling import DatasetError, exact_match, load_jsonl, run_sweep
+from s1_integrations.scaling.scoring import normalise
+from s1_integrations.scaling.sweep import settings_for
+from s1_integrations.toy import heldout_path
+
+
+def test_exact_match_normalises() -> None:
+    assert normalise("\nThe answer is 532.") == "532"
+    assert exact_match("The answer is 532.", "532")
+    assert not exact_match("The answer is 533.", "532")
+    assert exact_match("  Paris. ", "paris")
+
+
+def test_shipped_heldout_set_loads() -> None:
+    pairs = load_jsonl(heldout_path())
+    assert len(pairs) == 200
+    a, b = pairs[0].question.removeprefix("What is ").removesuffix("?").split(" + ")
+    assert int(a) + int(b) == int(pairs[0].answer)
+
+
+@pytest.mark.parametrize(
+    ("lines", "match"),
+    [
+        (['{"question": "q", "answer": "1"}', "{not json"], r":2: not valid JSON"),
+        (['{"question": "q"}'], r":1: expected an object.*answer"),
+        (['["q", "a"]'], r":1: expected an object"),
+        ([""], "no questions"),
+    ],
+)
+def test_malformed_dataset_names_the_line(tmp_path: Path, lines: list[str], match: str) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=match):
+        load_jsonl(path)
+
+
+@pytest.mark.engine
+def test_small_sweep_writes_consistent_files(generator: Any, tmp_path: Path) -> None:
+    pairs = load_jsonl(heldout_path())[:12]
+    settings = settings_for([0, 8, None], [1, 2])
+    out = tmp_path / "sweep"
+    report = run_sweep(generator, pairs, settings, out, progress=False)
+
+    assert sorted(p.name for p in out.iterdir()) == [
+        "results.csv",
+        "results.jsonl",
+        "scaling.png",
+        "summary.csv",
+    ]
+    assert not (tmp_path / "sweep.partial").exists()
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == len(pairs) * len(settings)
+    with (out / "summary.csv").open() as f:
+        summary = list(csv.DictReader(f))
+    assert [s["setting"] for s in summary] == [s.label for s in settings]
+    for s in summary:
+        mine = [r for r in rows if r["setting"] == s["setting"]]
+        assert len(mine) == len(pairs) == int(s["questions"])
+        accuracy = sum(r["correct"] for r in mine) / len(mine)
+        assert float(s["accuracy"]) == pytest.approx(accuracy)
+        mean = sum(r["thinking_tokens"] for r in mine) / len(mine)
+        assert float(s["mean_thinking_tokens"]) == pytest.approx(mean)
+        capped = sum(r["thinking_ended_by"] == "budget" for r in mine) / len(mine)
+        assert float(s["ended_by_cap"]) == pytest.approx(capped)
+    by_label = {s.setting: s for s in report.summaries}
+    assert by_label["cap 0"].mean_thinking_tokens == 0
+    assert by_label["cap 8"].mean_thinking_tokens <= 8
+    assert by_label["2 extensions"].mean_extensions == 2
+    assert by_label["no cap"].accuracy > by_label["cap 8"].accuracy
+    with (out / "results.csv").open() as f:
+        assert sum(1 for _ in csv.DictReader(f)) == len(rows)
+    png = (out / "scaling.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
