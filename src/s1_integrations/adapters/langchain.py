@@ -249,7 +249,7 @@ class ChatBudgetForced(BaseChatModel):
         *,
         return_exceptions: bool = False,
         **kwargs: Any,
-    ) -> list[BaseMessage]:
+    ) -> list[AIMessage]:
         """All inputs go to the engine at once (one engine batch), not through a thread pool."""
         if not inputs:
             return []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -487,11 +487,11 @@ def _as_prompt_list(prompts: Prompt | Sequence[Prompt]) -> list[Prompt]:
     if isinstance(prompts, str):
         return [prompts]
     if isinstance(prompts, Sequence) and prompts and isinstance(prompts[0], dict):
-        return [prompts]  # a single chat
+        return [cast(Prompt, prompts)]  # a single chat
     if isinstance(prompts, Sequence):
         if len(prompts) == 0:
             raise PromptError("prompts: no prompts given")
-        return list(prompts)
+        return list(cast(Sequence[Prompt], prompts))
     raise PromptError(f"prompts: expected a string or a list, got {type(prompts).__name__}")
 
 

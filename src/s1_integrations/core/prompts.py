@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from s1_integrations.core.formats import ThinkingFormat, TokenizerLike
 
@@ -59,7 +59,7 @@ def render_prompt(
             raise PromptError("prompt: the question is empty")
         messages = [{"role": "user", "content": prompt}]
     elif isinstance(prompt, Sequence):
-        messages = validate_messages(prompt)
+        messages = validate_messages(cast(Sequence[Mapping[str, Any]], prompt))
     else:
         raise PromptError(
             f"prompt: expected a string or a list of messages, got {type(prompt).__name__}"
