@@ -68,3 +68,65 @@ def test_close_leaves_no_engine_process() -> None:
 
 async def _noop() -> None:
     return None
+
+
+@pytest.mark.engine
+@pytest.mark.timeout(600)
+def test_closing_with_requests_in_flight_tells_every_caller() -> None:
+    import threading
+
+    from s1_integrations import BudgetForcedGenerator, ThinkingBudget
+
+    with BudgetForcedGenerator(toy_model_path(), **ENGINE_ARGS) as gen:
+        errors: list[BaseException] = []
+        long = ThinkingBudget(min_thinking_tokens=400, max_answer_tokens=8)
+
+        def call() -> None:
+            try:
+                gen.generate(["What is 12 + 34?"] * 4, long)
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=call) for _ in range(3)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        while gen.engine.num_unfinished_requests() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        gen.close()
+        for t in threads:
+            t.join(timeout=60)
+        assert not any(t.is_alive() for t in threads), "a caller hung after close"
+        assert len(errors) == 3
+        assert all(isinstance(e, EngineClosedError) for e in errors), errors
+        with pytest.raises(EngineClosedError):
+            gen.generate("What is 1 + 1?")
+
+
+@pytest.mark.engine
+@pytest.mark.timeout(600)
+def test_a_dead_engine_fails_pending_and_later_calls() -> None:
+    import asyncio
+    import os
+    import signal
+
+    from s1_integrations import BudgetForcedGenerator, ThinkingBudget
+
+    before = {p.pid for p in _children()}
+    with BudgetForcedGenerator(toy_model_path(), **ENGINE_ARGS) as gen:
+        spawned = [p for p in _children() if p.pid not in before]
+
+        async def scenario() -> None:
+            pending = asyncio.ensure_future(
+                gen.agenerate("What is 12 + 34?", ThinkingBudget(min_thinking_tokens=450))
+            )
+            while gen.engine.num_unfinished_requests() == 0:
+                await asyncio.sleep(0.05)
+            for p in spawned:
+                os.kill(p.pid, signal.SIGKILL)
+            with pytest.raises(EngineError):
+                await asyncio.wait_for(pending, timeout=120)
+
+        asyncio.run(scenario())
+        with pytest.raises(EngineError):
+            gen.generate("What is 1 + 1?")

@@ -378,9 +378,10 @@ class BudgetForcedGenerator:
                     tasks.append(run_rounds())
                 await asyncio.gather(*tasks)
                 await queue.put(None)
-            except BaseException as e:
-                await queue.put(e)
+            except asyncio.CancelledError:
                 raise
+            except BaseException as e:
+                await queue.put(e)  # re-raised by the consumer below, in its own task
 
         runner = asyncio.ensure_future(run_all())
         try:
