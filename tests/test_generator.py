@@ -249,6 +249,7 @@ def test_multi_token_end_delimiter(generator) -> None:
         ("q", {"min_thinking_tokens": 5000}, BudgetError, "min_thinking_tokens"),
         ("q", {"max_thinking_tokens": 100_000}, BudgetError, "max_thinking_tokens"),
         ("q", {"bogus": 1}, ValueError, "bogus"),
+        ("What is 1 + 1? " * 120, None, PromptError, "context"),
     ],
 )
 def test_bad_input_is_rejected_before_the_engine(generator, prompt, budget, error, match) -> None:

@@ -150,6 +150,11 @@ class BudgetForcedGenerator:
                 raise PromptError(f"prompts[{i}]: {e}") if len(items) > 1 else e from None
             plan = self.plan_for(b)
             room = self.max_model_len - len(prompt_ids)
+            if room <= len(self.end_ids) + 1:
+                raise PromptError(
+                    f"prompts[{i}]: {len(prompt_ids)} tokens leave no room in the model's "
+                    f"context of {self.max_model_len} tokens"
+                )
             needed = (b.max_thinking_tokens or b.min_thinking_tokens) + len(self.end_ids) + 1
             if room < needed:
                 field = "max_thinking_tokens" if b.max_thinking_tokens else "min_thinking_tokens"
