@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -32,13 +33,13 @@ from llama_index.core.llms.mock import MockFunctionCallingLLM
 from pydantic import BaseModel, Field, ValidationError
 
 from s1_integrations import BudgetForcedResult, ThinkingBudget
-from s1_integrations.adapters import llama_index as adapter
 from s1_integrations.adapters.llama_index import (
     SUPPORTS_ANSWER_SCHEMA,
     BudgetForcedLLM,
     reasoning_tool,
     to_generator_messages,
 )
+from s1_integrations.core import generator as core_generator
 
 pytestmark = pytest.mark.engine
 
@@ -303,21 +304,22 @@ def toy_index() -> VectorStoreIndex:
 
 
 # LlamaIndex's default QA prompts alone are ~475 tokens of the toy's 512-token window, and
-# compact/refine pads 500 tokens: a small model needs a short template and simple_summarize.
+# compact/refine reserve 500 tokens of padding: a small model needs a short template and
+# tree_summarize (simple_summarize would hand the template a Python list as context_str).
 QA_TEMPLATE = PromptTemplate("{context_str}\n{query_str}")
 
 
 def test_query_engine_answers_through_the_llm(generator, recorder) -> None:
     llm = BudgetForcedLLM(generator=generator, max_thinking_tokens=64, max_answer_tokens=32)
     engine = toy_index().as_query_engine(
-        llm=llm, response_mode="simple_summarize", text_qa_template=QA_TEMPLATE, similarity_top_k=2
+        llm=llm, response_mode="tree_summarize", summary_template=QA_TEMPLATE, similarity_top_k=2
     )
     response = engine.query(QUESTION)
     assert len(response.source_nodes) == 2
     (event,) = recorder.events
     messages = to_generator_messages(event.messages)
-    assert messages[-1]["content"].endswith(QUESTION)
-    assert any(n.node.get_content() in messages[-1]["content"] for n in response.source_nodes)
+    context = "\n\n".join(n.node.get_content() for n in response.source_nodes)
+    assert messages == [{"role": "user", "content": f"{context}\n{QUESTION}"}]
     (expected,) = generator.generate([messages], llm.budget)
     check_chat(event.response, expected)
     assert str(response) == expected.answer
@@ -328,8 +330,8 @@ def test_streaming_query_engine_streams_only_the_answer(generator, recorder) -> 
     llm = BudgetForcedLLM(generator=generator, max_thinking_tokens=64, max_answer_tokens=32)
     engine = toy_index().as_query_engine(
         llm=llm,
-        response_mode="simple_summarize",
-        text_qa_template=QA_TEMPLATE,
+        response_mode="tree_summarize",
+        summary_template=QA_TEMPLATE,
         similarity_top_k=2,
         streaming=True,
     )
@@ -521,8 +523,7 @@ def test_bad_construction_and_unknown_keywords(generator, llm) -> None:
         BudgetForcedLLM(generator=generator, max_thinking_tokens=-1)
     with pytest.raises(ValidationError, match="exceeds"):
         BudgetForcedLLM(generator=generator, min_thinking_tokens=10, max_thinking_tokens=5)
-    with pytest.raises(ValueError, match=r"generator= .* or model="):
-        BudgetForcedLLM()
+    assert BudgetForcedLLM().model is None  # the toy reasoner, started on first use
     with pytest.raises(ValueError, match="not both"):
         BudgetForcedLLM(generator=generator, model="elsewhere")
     with pytest.raises(TypeError, match="max_thinking"):
@@ -544,15 +545,28 @@ def test_llms_share_one_generator_and_serialize_without_it(generator, monkeypatc
     class FakeGenerator:
         def __init__(self, model: str, **engine_args: Any) -> None:
             built.append((model, engine_args))
+            self.engine = SimpleNamespace(closed=False)
 
-    monkeypatch.setattr(adapter, "BudgetForcedGenerator", FakeGenerator)
-    monkeypatch.setattr(adapter, "_SHARED", {})
+    monkeypatch.setattr(core_generator, "BudgetForcedGenerator", FakeGenerator)
+    monkeypatch.setattr(core_generator, "_shared_generators", {})
     lazy = [
-        BudgetForcedLLM(model="toy", engine_kwargs={"dtype": "float32"}),
-        BudgetForcedLLM(model="toy", engine_kwargs={"dtype": "float32"}, max_thinking_tokens=3),
-        BudgetForcedLLM(model="toy", engine_kwargs={"dtype": "bfloat16"}),
+        BudgetForcedLLM(model="toy", engine_args={"dtype": "float32"}),
+        BudgetForcedLLM(model="toy", engine_args={"dtype": "float32"}, max_thinking_tokens=3),
+        BudgetForcedLLM(model="toy", engine_args={"dtype": "bfloat16"}),
     ]
     assert built == []  # nothing starts at construction
     gens = [x.generator for x in lazy]
     assert gens[0] is gens[1] and gens[2] is not gens[0]
     assert built == [("toy", {"dtype": "float32"}), ("toy", {"dtype": "bfloat16"})]
+    gens[0].engine.closed = True  # a closed engine is replaced, not handed out again
+    again = BudgetForcedLLM(model="toy", engine_args={"dtype": "float32"}).generator
+    assert again is not gens[0] and len(built) == 3
+
+
+def test_both_adapters_share_the_session_engine(generator) -> None:
+    from conftest import ENGINE_ARGS, TOY
+    from s1_integrations.adapters.langchain import ChatBudgetForced
+
+    llm = BudgetForcedLLM(model=TOY, engine_args=ENGINE_ARGS)
+    chat = ChatBudgetForced(model=TOY, engine_args=ENGINE_ARGS)
+    assert llm.generator is chat._get_generator() is generator

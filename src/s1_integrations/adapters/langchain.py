@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from operator import itemgetter
@@ -38,7 +37,7 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from s1_integrations.core.budget import ThinkingBudget
-from s1_integrations.core.generator import BudgetForcedGenerator
+from s1_integrations.core.generator import BudgetForcedGenerator, shared_generator
 from s1_integrations.core.results import (
     AnswerDelta,
     BudgetForcedResult,
@@ -50,24 +49,6 @@ from s1_integrations.core.results import (
 PROVIDER = "s1_integrations"
 _BUDGET_FIELDS = tuple(ThinkingBudget.model_fields)
 _TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
-
-_shared_lock = threading.Lock()
-_shared_generators: dict[tuple[str | None, str], BudgetForcedGenerator] = {}
-
-
-def shared_generator(model: str | None, engine_args: dict[str, Any]) -> BudgetForcedGenerator:
-    """One generator (one engine) per model and engine configuration, for the process.
-
-    Chat models are cheap and made often (LangChain rebuilds them for ``bind`` and in tests);
-    engines are not, so every model with the same configuration shares one.
-    """
-    key = (model, json.dumps(engine_args, sort_keys=True, default=str))
-    with _shared_lock:
-        generator = _shared_generators.get(key)
-        if generator is None or generator.engine.closed:
-            generator = BudgetForcedGenerator(model, **engine_args)
-            _shared_generators[key] = generator
-        return generator
 
 
 class ChatBudgetForced(BaseChatModel):

@@ -20,7 +20,6 @@ How the thinking travels (the convention of llama-index-llms-ollama and -openai)
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
 from typing import Any, Literal
 
@@ -48,7 +47,11 @@ from llama_index.core.types import Model
 from pydantic import BaseModel
 
 from s1_integrations.core.budget import BudgetLike, ThinkingBudget, as_budget
-from s1_integrations.core.generator import BudgetForcedGenerator, SamplingOptions
+from s1_integrations.core.generator import (
+    BudgetForcedGenerator,
+    SamplingOptions,
+    shared_generator,
+)
 from s1_integrations.core.prompts import ROLES, Prompt, PromptError
 from s1_integrations.core.results import (
     AnswerDelta,
@@ -68,22 +71,6 @@ CALL_KWARGS: frozenset[str] = frozenset(
     {"thinking_budget", "strategy", *BUDGET_FIELDS, *SAMPLING_KWARGS}
 )
 SUPPORTS_ANSWER_SCHEMA = "answer_schema" in SamplingOptions.model_fields
-
-_SHARED: dict[tuple[str, str], BudgetForcedGenerator] = {}
-_SHARED_LOCK = threading.Lock()
-
-
-def _shared_generator(model: str, engine_kwargs: dict[str, Any]) -> BudgetForcedGenerator:
-    """One generator per engine configuration, so many LLM objects never start many engines.
-
-    LlamaIndex builds and copies LLM objects freely (settings, services, serialization); an
-    engine holds the model's weights and KV cache, so it must be shared, not owned.
-    """
-    key = (model, repr(sorted(engine_kwargs.items())))
-    with _SHARED_LOCK:
-        if key not in _SHARED:
-            _SHARED[key] = BudgetForcedGenerator(model, **engine_kwargs)
-        return _SHARED[key]
 
 
 def to_generator_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
@@ -211,7 +198,7 @@ class BudgetForcedLLM(CustomLLM):
     """A LlamaIndex chat LLM that thinks within an s1 budget, on an in-process vLLM engine.
 
     Pass a shared ``generator=`` (several LLM objects, e.g. with different budgets, can share
-    one engine) or ``model=`` with ``engine_kwargs`` (the engine then starts on first use and
+    one engine) or ``model=`` with ``engine_args`` (the engine then starts on first use and
     is shared with every other LLM of the same configuration). Budget fields left ``None``
     take the generator's default budget. Per call, ``thinking_budget=`` (a
     :class:`ThinkingBudget` or dict) replaces the budget, and any budget field name
@@ -222,7 +209,7 @@ class BudgetForcedLLM(CustomLLM):
     model: str | None = Field(
         default=None, description="Model path or name; the engine starts lazily on first use."
     )
-    engine_kwargs: dict[str, Any] = Field(
+    engine_args: dict[str, Any] = Field(
         default_factory=dict, description="vLLM engine arguments, used with `model`."
     )
     max_thinking_tokens: int | None = Field(default=None, ge=0, description="Thinking cap.")
@@ -242,10 +229,8 @@ class BudgetForcedLLM(CustomLLM):
 
     def __init__(self, generator: BudgetForcedGenerator | None = None, **data: Any) -> None:
         super().__init__(**data)
-        if generator is not None and (self.model is not None or self.engine_kwargs):
-            raise ValueError("pass either generator= or model= with engine_kwargs, not both")
-        if generator is None and self.model is None:
-            raise ValueError("pass generator= (a BudgetForcedGenerator) or model= (a path)")
+        if generator is not None and (self.model is not None or self.engine_args):
+            raise ValueError("pass either generator= or model= with engine_args, not both")
         self._generator = generator
         ThinkingBudget.model_validate(self._budget_fields())  # fail now, not on first call
 
@@ -261,8 +246,7 @@ class BudgetForcedLLM(CustomLLM):
     @property
     def generator(self) -> BudgetForcedGenerator:
         if self._generator is None:
-            assert self.model is not None
-            self._generator = _shared_generator(self.model, self.engine_kwargs)
+            self._generator = shared_generator(self.model, self.engine_args)
         return self._generator
 
     def _budget_fields(self) -> dict[str, Any]:

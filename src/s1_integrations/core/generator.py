@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, cast
 
@@ -354,7 +356,9 @@ class BudgetForcedGenerator:
             extra.update(stop=list(options.stop), detokenize=True)
         if options.answer_schema is not None:
             extra["structured_outputs"] = StructuredOutputsParams(json=options.answer_schema)
-        params = self._sampling_params(options, max_tokens=max(1, min(room, left)), **extra)
+        if min(room, left) < 1:
+            return []  # no room left for an answer: the result says "length"
+        params = self._sampling_params(options, max_tokens=min(room, left), **extra)
         completion = await self._run_once(item.prompt_ids + output, params)
         return list(completion.token_ids)
 
@@ -477,6 +481,26 @@ class BudgetForcedGenerator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_shared_lock = threading.Lock()
+_shared_generators: dict[tuple[str | None, str], BudgetForcedGenerator] = {}
+
+
+def shared_generator(model: str | None, engine_args: dict[str, Any]) -> BudgetForcedGenerator:
+    """One generator (one engine) per model and engine configuration, for the whole process.
+
+    LangChain and LlamaIndex build, copy and rebind model objects freely; an engine holds the
+    weights and the KV cache, so every adapter object with the same configuration shares it.
+    A closed engine is replaced on the next use.
+    """
+    key = (model, json.dumps(engine_args, sort_keys=True, default=str))
+    with _shared_lock:
+        generator = _shared_generators.get(key)
+        if generator is None or generator.engine.closed:
+            generator = BudgetForcedGenerator(model, **engine_args)
+            _shared_generators[key] = generator
+        return generator
 
 
 def _normalise_sampling(sampling: dict[str, Any]) -> dict[str, Any]:

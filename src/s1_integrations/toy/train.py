@@ -54,7 +54,7 @@ def render_example(rng: random.Random, heldout: set[tuple[int, int]]) -> tuple[s
         while (problem.a, problem.b) in heldout:
             problem = random_problem(rng)
         question = problem.question
-        thinking = thinking_steps(problem, check=rng.random() < 0.4)
+        thinking = thinking_steps(problem, checks=rng.choices((0, 1, 2, 3), (50, 25, 15, 10))[0])
         answer = answer_text(problem)
     return render_prompt(question), f"<think>{thinking}</think>{answer}<|im_end|>"
 
@@ -94,7 +94,7 @@ def build_tokenizer(rng: random.Random, vocab_size: int) -> PreTrainedTokenizerF
 
 
 def build_model(vocab_size: int, tokenizer: PreTrainedTokenizerFast) -> Qwen3ForCausalLM:
-    config = Qwen3Config(
+    config = Qwen3Config(  # type: ignore[call-arg]  # rope/dtype go through **kwargs
         vocab_size=vocab_size,
         hidden_size=128,
         intermediate_size=384,
@@ -152,7 +152,7 @@ def evaluate(
             padding=True,
             add_special_tokens=False,
         )
-        out = model.generate(
+        out = model.generate(  # type: ignore[misc]
             **enc,
             max_new_tokens=max_new_tokens,
             do_sample=False,
@@ -160,7 +160,7 @@ def evaluate(
             pad_token_id=tokenizer.pad_token_id,
         )
         for p, ids in zip(chunk, out[:, enc["input_ids"].shape[1] :], strict=True):
-            text = tokenizer.decode(ids, skip_special_tokens=False)
+            text = str(tokenizer.decode(ids, skip_special_tokens=False))
             answer = text.split("</think>", 1)[1] if "</think>" in text else ""
             correct += extract_answer(answer) == p.answer
     model.train()
