@@ -45,7 +45,7 @@ def random_problem(rng: random.Random, min_digits: int = 2, max_digits: int = 4)
     return Problem(number(), number())
 
 
-def thinking_steps(problem: Problem, checks: int) -> str:
+def thinking_steps(problem: Problem, check: bool) -> str:
     """The column-by-column work, least significant digit first, one column a line."""
     a_digits = str(problem.a)[::-1]
     b_digits = str(problem.b)[::-1]
@@ -59,10 +59,8 @@ def thinking_steps(problem: Problem, checks: int) -> str:
         lines.append(f"{'+'.join(terms)}={total}")
         carry = total // 10
     lines.append(f"so {problem.a}+{problem.b}={problem.answer}")
-    # Each "Wait" re-checks the sum, so a model extended with "Wait" keeps its answer.
-    lines.extend(
-        f"Wait, let me check: {problem.a}+{problem.b}={problem.answer}. Yes." for _ in range(checks)
-    )
+    if check:
+        lines.append(f"Wait, let me check: {problem.a}+{problem.b}={problem.answer}. Yes.")
     return "\n" + "\n".join(lines) + "\n"
 
 

@@ -54,7 +54,7 @@ def render_example(rng: random.Random, heldout: set[tuple[int, int]]) -> tuple[s
         while (problem.a, problem.b) in heldout:
             problem = random_problem(rng)
         question = problem.question
-        thinking = thinking_steps(problem, checks=rng.choices((0, 1, 2, 3), (50, 25, 15, 10))[0])
+        thinking = thinking_steps(problem, check=rng.random() < 0.4)
         answer = answer_text(problem)
     return render_prompt(question), f"<think>{thinking}</think>{answer}<|im_end|>"
 
