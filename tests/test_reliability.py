@@ -13,6 +13,7 @@ import pytest
 from conftest import ENGINE_ARGS, TOY
 from s1_integrations import ThinkingBudget
 from s1_integrations.adapters.langchain import ChatBudgetForced
+from s1_integrations.adapters.llama_index import BudgetForcedLLM
 
 pytestmark = pytest.mark.engine
 
@@ -73,6 +74,7 @@ def test_200_mixed_requests_from_every_entry_point_keep_their_own_budgets(genera
     alone = generator.generate(questions, budgets)  # the reference: one call
 
     chat = ChatBudgetForced(model=TOY, engine_args=ENGINE_ARGS)
+    llm = BudgetForcedLLM(model=TOY, engine_args=ENGINE_ARGS)
     got: dict[int, tuple[list[int], int]] = {}
 
     def budget_kwargs(b: ThinkingBudget | None) -> dict[str, Any]:
@@ -88,7 +90,8 @@ def test_200_mixed_requests_from_every_entry_point_keep_their_own_budgets(genera
 
     async def generator_and_abatch() -> None:
         direct = list(range(0, 100))
-        via_abatch = list(range(100, 150))
+        via_abatch = list(range(100, 125))
+        via_llama_index = list(range(125, 150))
 
         async def one(i: int) -> None:
             (r,) = await generator.agenerate(questions[i], budgets[i])
@@ -104,7 +107,15 @@ def test_200_mixed_requests_from_every_entry_point_keep_their_own_budgets(genera
                         m.response_metadata["extensions"],
                     )
 
-        await asyncio.gather(*(one(i) for i in direct), batch())
+        async def llama(i: int) -> None:
+            kwargs = {"thinking_budget": budgets[i]} if budgets[i] is not None else {}
+            response = await llm.acomplete(questions[i], **kwargs)
+            figures = response.additional_kwargs
+            got[i] = ([figures["thinking_tokens"]], figures["extensions"])
+
+        await asyncio.gather(
+            *(one(i) for i in direct), batch(), *(llama(i) for i in via_llama_index)
+        )
 
     threads = [
         threading.Thread(target=lc_threads, args=(list(range(k, 200, 10)),))

@@ -73,6 +73,9 @@ class BudgetForcedGenerator:
         if engine is None:
             from s1_integrations.toy import toy_model_path
 
+            if model is None:
+                # The toy was trained in float32 and is tiny: keep it exact and reproducible.
+                engine_args.setdefault("dtype", "float32")
             engine = InProcessEngine(model or toy_model_path(), **engine_args)
         self.engine = engine
         try:
