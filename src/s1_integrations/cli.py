@@ -141,15 +141,8 @@ def _parse_ints(text: str) -> list[int]:
 
 def _print_summary(report: Any) -> None:
     table = Table(title="accuracy against thinking")
-    for column in (
-        "setting",
-        "accuracy",
-        "mean thinking",
-        "p90 thinking",
-        "extensions",
-        "ended by cap",
-        "wall s",
-    ):
+    table.add_column("setting", no_wrap=True)
+    for column in ("accuracy", "mean thinking", "p90", "extensions", "ended by cap", "wall s"):
         table.add_column(column, justify="right")
     for s in report.summaries:
         table.add_row(
