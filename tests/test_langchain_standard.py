@@ -17,7 +17,9 @@ PARAMS = {
 }
 
 
-class TestChatBudgetForcedUnit(ChatModelUnitTests):
+class _Config:
+    """What both standard suites need to know about the model under test."""
+
     @property
     def chat_model_class(self) -> type[ChatBudgetForced]:
         return ChatBudgetForced
@@ -33,28 +35,16 @@ class TestChatBudgetForcedUnit(ChatModelUnitTests):
     @property
     def returns_usage_metadata(self) -> bool:
         return True
+
+
+class TestChatBudgetForcedUnit(_Config, ChatModelUnitTests):
+    pass
 
 
 @pytest.mark.engine
-class TestChatBudgetForcedIntegration(ChatModelIntegrationTests):
-    @property
-    def chat_model_class(self) -> type[ChatBudgetForced]:
-        return ChatBudgetForced
-
-    @property
-    def chat_model_params(self) -> dict:
-        return PARAMS
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
+class TestChatBudgetForcedIntegration(_Config, ChatModelIntegrationTests):
     @property
     def supports_json_mode(self) -> bool:
-        return True
-
-    @property
-    def returns_usage_metadata(self) -> bool:
         return True
 
     # The toy reasoner only knows how to add numbers. Tool calls and structured answers are
