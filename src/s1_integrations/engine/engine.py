@@ -72,7 +72,7 @@ class InProcessEngine:
         self.model = model
         self._closed = False
         self._ids = itertools.count()
-        self._inflight: set[concurrent.futures.Future[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="s1-vllm-engine", daemon=True
@@ -127,10 +127,27 @@ class InProcessEngine:
     # -- bridging -------------------------------------------------------------------------
 
     def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule work on the engine's loop, tracked so that close() can end it cleanly."""
         if self._closed:
             coro.close()
             raise EngineClosedError("the engine is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return asyncio.run_coroutine_threadsafe(self._tracked(coro), self._loop)
+
+    async def _tracked(self, coro: Coroutine[Any, Any, T]) -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            return await coro
+        finally:
+            self._tasks.discard(task)
+
+    async def _cancel_tracked(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=30)
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -179,8 +196,6 @@ class InProcessEngine:
             caller.call_soon_threadsafe(inbox.put_nowait, item)
 
         future = self._submit(self._produce(prompt_ids, params, emit))
-        self._inflight.add(future)
-        future.add_done_callback(self._inflight.discard)
         try:
             while True:
                 item = await inbox.get()
@@ -200,6 +215,12 @@ class InProcessEngine:
         future = self._submit(coro)
         try:
             return future.result()
+        except concurrent.futures.CancelledError:
+            if self._closed:
+                raise EngineClosedError(
+                    "the engine was closed while this call was running"
+                ) from None
+            raise
         except BaseException:
             future.cancel()
             raise
@@ -215,10 +236,12 @@ class InProcessEngine:
             try:
                 async for item in agen:
                     inbox.put(item)
-            except BaseException as e:
-                inbox.put(e if not isinstance(e, asyncio.CancelledError) else _DONE)
-                if not isinstance(e, Exception):
-                    raise
+            except asyncio.CancelledError:
+                if self._closed:
+                    inbox.put(EngineClosedError("the engine was closed during this stream"))
+                raise
+            except Exception as e:
+                inbox.put(e)
             finally:
                 inbox.put(_DONE)
 
@@ -247,8 +270,11 @@ class InProcessEngine:
             return
         self._closed = True
         _live_engines.discard(self)
-        for future in list(self._inflight):
-            future.cancel()
+        # End every call and request first, while the loop still runs, so that each caller
+        # is told (EngineClosedError) instead of waiting forever on a stopped loop.
+        if self._loop.is_running():
+            with contextlib.suppress(Exception):
+                self._call(self._cancel_tracked())
         llm, self._llm = self._llm, None
         if llm is not None:
 
