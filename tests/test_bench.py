@@ -1,0 +1,188 @@
+"""Every benchmark runs end to end on a tiny configuration, so ``python -m bench`` never rots.
+
+They reuse the session's engine (the ``generator`` fixture); only ``cap`` starts one more,
+small engine, because vLLM's own thinking budget needs a reasoning parser at engine start.
+Speed is not asserted (a shared 2-core machine is too noisy); what is asserted is that every
+row is there, every ratio is a positive finite number, and both sides did the same work.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # ``bench`` lives beside ``src``, not inside the package
+    sys.path.insert(0, str(ROOT))
+
+from bench import adapters, breakdown, cap, extensions, overhead, scaling  # noqa: E402
+from bench.__main__ import config_from, parse_args  # noqa: E402
+from bench.common import BenchConfig, PeakRSS, measure  # noqa: E402
+from bench.report import Report, Row, Timing, render  # noqa: E402
+
+from conftest import ENGINE_ARGS, TOY  # noqa: E402
+
+TINY = BenchConfig.tiny()
+
+
+def tokens(side: str) -> list[int]:
+    return [int(n) for n in side.split(" / ")]
+
+
+def check_report(report: Report, labels: list[str], same_tokens: bool = True) -> None:
+    """Every expected row, sane ratios, both sides generated the same number of tokens."""
+    assert [row.label for row in report.rows] == labels
+    for row in report.rows:
+        assert math.isfinite(row.ratio) and row.ratio > 0, row.label
+        assert math.isfinite(row.cpu_ratio) and row.cpu_ratio > 0, row.label
+        assert len(row.ours.seconds) == TINY.repeats == len(row.other.seconds)
+        assert row.ours.tokens > 0 and row.other.tokens > 0, row.label
+        if same_tokens:
+            assert row.ours.tokens == row.other.tokens, row.label
+            assert tokens(row.extra["tokens"]) == [row.ours.tokens, row.other.tokens]
+    console = Console(record=True, width=200)
+    render(report, console)
+    text = console.export_text()
+    for label in labels:
+        assert label in text
+    report.to_json()  # serialisable for --json
+
+
+# -- without the engine ---------------------------------------------------------------------
+
+
+def test_ratio_is_time_of_ours_over_the_other_and_targets_are_upper_bounds() -> None:
+    row = Row("x", Timing("ours", [3.0, 1.0, 2.0]), Timing("other", [4.0, 4.0, 4.0]), 0.5)
+    assert row.ratio == pytest.approx(0.5)
+    assert row.met is True
+    assert Row("y", row.other, row.ours, 1.5).met is False  # 2.0 > 1.5
+    assert Row("z", row.ours, row.other).met is None
+
+
+def test_measure_interleaves_and_rotates_the_order() -> None:
+    calls: list[str] = []
+
+    def make(name: str) -> Any:
+        return lambda: calls.append(name) or 7
+
+    timings = measure([("a", make("a")), ("b", make("b"))], repeats=2, warmup=1)
+    assert calls == ["a", "b", "a", "b", "b", "a"]
+    assert timings["a"].tokens == 7 and len(timings["b"].seconds) == 2
+
+
+def test_peak_rss_sees_this_process() -> None:
+    with PeakRSS() as sampler:
+        blob = bytearray(64 * 2**20)
+    del blob
+    assert sampler.peak_mib > 64
+
+
+def test_cli_quick_config_and_overrides() -> None:
+    assert config_from(parse_args(["overhead", "--quick"])) == TINY
+    cfg = config_from(parse_args(["all", "--batch-size", "8", "--repeats", "2"]))
+    assert (cfg.batch_size, cfg.repeats, cfg.quick) == (8, 2, False)
+    with pytest.raises(SystemExit):
+        parse_args(["nonsense"])
+
+
+# -- on the session engine ------------------------------------------------------------------
+
+
+@pytest.mark.engine
+def test_overhead(generator: Any) -> None:
+    report = overhead.run(generator, TINY)
+    check_report(
+        report,
+        [
+            "single-pass vs plain vLLM (final only)",
+            "single-pass vs plain vLLM (streamed deltas)",
+        ],
+    )
+    assert report.rows[0].target == overhead.TARGET
+    assert len(report.data["counts"]) == TINY.batch_size
+    assert all(m > 0 for m in report.data["memory_mib"].values())
+
+
+@pytest.mark.engine
+def test_extensions(generator: Any) -> None:
+    report = extensions.run(generator, TINY)
+    labels = [
+        f"{k} extensions: single-pass vs {other}"
+        for k in extensions.extension_counts(TINY)
+        for other in ("rounds", "naive loop")
+    ]
+    check_report(report, labels, same_tokens=False)
+    for k in extensions.extension_counts(TINY):
+        # Rounds works on token ids: greedy float32 must give the single pass's exact tokens.
+        rounds = report.row(f"{k} extensions: single-pass vs rounds")
+        assert rounds.ours.tokens == rounds.other.tokens
+
+
+@pytest.mark.engine
+def test_adapters(generator: Any) -> None:
+    report = adapters.run(generator, TINY)
+    n = TINY.adapter_abatch
+    labels = [
+        "LangChain abatch vs generator agenerate",
+        "LangChain batch vs generator generate",
+    ]
+    if not any("LlamaIndex skipped" in note for note in report.notes):
+        labels += [
+            "LlamaIndex acomplete x N vs generator agenerate",
+            "LlamaIndex achat x N vs generator agenerate",
+        ]
+    labels.append(f"LangChain abatch of {n} vs LangChain ainvoke of 1")
+    check_report(report, labels, same_tokens=False)
+    for row in report.rows[:-1]:  # the adapters generate exactly what the generator does
+        assert row.ours.tokens == row.other.tokens, row.label
+    assert all(r.target == adapters.TARGET for r in report.rows[:-1])
+
+
+@pytest.mark.engine
+def test_scaling(generator: Any) -> None:
+    report = scaling.run(generator, TINY)
+    check_report(report, [f"batch {b}: single-pass vs plain vLLM" for b in TINY.scaling_batches])
+    assert all(r.ours.tokens_per_s > 0 and r.other.tokens_per_s > 0 for r in report.rows)
+
+
+@pytest.mark.engine
+def test_breakdown(generator: Any) -> None:
+    report = breakdown.run(generator, TINY)
+    assert len(report.rows) == 6
+    check_report(report, [r.label for r in report.rows])  # every variant: the same tokens
+
+
+@pytest.mark.engine
+def test_cap_needs_a_reasoning_engine(generator: Any) -> None:
+    with pytest.raises(cap.NeedsReasoningConfig, match="reasoning_parser"):
+        cap.run(generator, TINY)
+    assert generator.generate("What is 1 + 1?")[0].token_ids  # the engine still serves
+
+
+# -- on a second, small engine with vLLM's reasoning config ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def reasoning_generator() -> Iterator[Any]:
+    from s1_integrations.core.generator import BudgetForcedGenerator
+
+    args = {**ENGINE_ARGS, "max_num_seqs": 4, "gpu_memory_utilization": 0.05}
+    gen = BudgetForcedGenerator(TOY, **args, **cap.reasoning_engine_args())
+    yield gen
+    gen.close()
+
+
+@pytest.mark.engine
+def test_cap(reasoning_generator: Any) -> None:
+    report = cap.run(reasoning_generator, TINY)
+    budget = cap.budget(TINY).max_thinking_tokens
+    check_report(report, [f"cap {budget}: single-pass vs vLLM thinking_token_budget"])
+    assert report.rows[0].target == cap.TARGET
+    # On a pure cap both implementations must produce the very same tokens.
+    assert report.data["identical"] == report.data["n"] == TINY.batch_size
