@@ -33,7 +33,7 @@ PROCESSOR_FQCN = (
     f"{BudgetForcingLogitsProcessor.__module__}:{BudgetForcingLogitsProcessor.__name__}"
 )
 _DONE = object()
-CPU_KV_CACHE_SHARE = 0.2
+CPU_KV_CACHE_BYTES = 2 * 1024**3  # default KV cache on the CPU backend (2 GiB)
 
 
 class EngineError(RuntimeError):
@@ -117,11 +117,13 @@ class InProcessEngine:
         if (
             current_platform.is_cpu()
             and "gpu_memory_utilization" not in args
+            and "kv_cache_memory_bytes" not in args
             and "VLLM_CPU_KVCACHE_SPACE" not in os.environ
         ):
-            # On the CPU backend this is the share of RAM for the KV cache; vLLM's GPU
-            # default (0.92) cannot be met next to everything else in the process.
-            args["gpu_memory_utilization"] = CPU_KV_CACHE_SHARE
+            # On the CPU backend vLLM sizes the KV cache as a share of the NUMA node's RAM
+            # minus the worker's own footprint, which fails unpredictably beside other
+            # engines; an explicit size does not depend on what else is running.
+            args["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
         return AsyncLLM.from_engine_args(AsyncEngineArgs(model=model, **args))
 
     # -- bridging -------------------------------------------------------------------------
