@@ -172,7 +172,8 @@ def test_cap_needs_a_reasoning_engine(generator: Any) -> None:
 def reasoning_generator() -> Iterator[Any]:
     from s1_integrations.core.generator import BudgetForcedGenerator
 
-    args = {**ENGINE_ARGS, "max_num_seqs": 4, "gpu_memory_utilization": 0.05}
+    # A small explicit KV cache (it wins over any share-of-RAM setting): two engines share RAM.
+    args = {**ENGINE_ARGS, "max_num_seqs": 4, "kv_cache_memory_bytes": 256 * 2**20}
     gen = BudgetForcedGenerator(TOY, **args, **cap.reasoning_engine_args())
     yield gen
     gen.close()
