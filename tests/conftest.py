@@ -10,6 +10,10 @@ import pytest
 from s1_integrations import toy_model_path
 
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+# test_reliability reads the processor's state inside the worker process by sending a function
+# through AsyncLLM.collective_rpc; vLLM pickles functions only when this is set before the
+# engine starts. Tests only: a library user's engine keeps vLLM's safe default.
+os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
 
 ENGINE_ARGS = {"dtype": "float32", "seed": 0, "max_num_seqs": 128}
 

@@ -154,7 +154,7 @@ def test_scaling(generator: Any) -> None:
 @pytest.mark.engine
 def test_breakdown(generator: Any) -> None:
     report = breakdown.run(generator, TINY)
-    assert len(report.rows) == 6
+    assert len(report.rows) == 7
     check_report(report, [r.label for r in report.rows])  # every variant: the same tokens
 
 

@@ -183,3 +183,78 @@ def test_replay_marks_a_forced_end_of_sequence_as_the_answer_cap() -> None:
     out, forced, _ = drive(p, [END, A, A, A])
     state = replay(p, out, forced)
     assert state.answer_capped and state.answer_tokens == 2
+
+
+# -- incremental decoding (core/tracking.py) ------------------------------------------------
+
+MIXED = (
+    "Wait, 3+9=12 héllo 你好 🙂🙂 then a long stretch of plain words to slide the window "
+    "</think> ok"
+)
+
+
+class _Reference:
+    """The original two-decodes-per-delta algorithm, to compare the cheaper one against."""
+
+    def __init__(self, tokenizer) -> None:  # type: ignore[no-untyped-def]
+        self.tokenizer, self.ids, self.text, self.prefix, self.read = tokenizer, [], "", 0, 0
+
+    def extend(self, ids: list[int]) -> str:
+        def dec(x: list[int]) -> str:
+            return self.tokenizer.decode(x, skip_special_tokens=False)
+
+        self.ids.extend(ids)
+        before, after = dec(self.ids[self.prefix : self.read]), dec(self.ids[self.prefix :])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.prefix, self.read = self.read, len(self.ids)
+            self.text += after[len(before) :]
+            return after[len(before) :]
+        return ""
+
+
+class _SlowTokenizer:
+    """A tokenizer without a Rust backend: the generic ``decode`` path, counting calls."""
+
+    def __init__(self, tokenizer) -> None:  # type: ignore[no-untyped-def]
+        self.inner, self.calls = tokenizer, 0
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        self.calls += 1
+        return self.inner.decode(ids, skip_special_tokens=skip_special_tokens)
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 5])
+def test_incremental_text_keeps_multibyte_characters_whole(tokenizer, step: int) -> None:
+    from s1_integrations.core.tracking import IncrementalText
+
+    ids = tokenizer.encode(MIXED, add_special_tokens=False)
+    assert len(ids) > 40  # the decoding window slides several times
+    text, ref = IncrementalText(tokenizer), _Reference(tokenizer)
+    deltas, expected = [], []
+    for i in range(0, len(ids), step):
+        deltas.append(text.extend(ids[i : i + step]))
+        expected.append(ref.extend(ids[i : i + step]))
+    assert all("\ufffd" not in d for d in deltas)
+    assert deltas == expected  # the same deltas as decoding the window twice each time
+    assert text.flush() == ""
+    assert text.text == "".join(deltas) == tokenizer.decode(ids, skip_special_tokens=False)
+
+
+def test_incremental_text_fast_path_matches_decode_and_falls_back(tokenizer) -> None:
+    from s1_integrations.core.tracking import IncrementalText, _fast_decoder
+
+    ids = tokenizer.encode(MIXED, add_special_tokens=False)
+    assert _fast_decoder(tokenizer).__name__ == "fast"  # a stock fast tokenizer: Rust directly
+    assert _fast_decoder(tokenizer)(ids) == tokenizer.decode(ids, skip_special_tokens=False)
+    slow = _SlowTokenizer(tokenizer)
+    assert _fast_decoder(slow).__name__ == "slow"  # anything else: its own decode
+    # One piece (a final-only output): one decode, and flush needs no second one.
+    text = IncrementalText(slow)
+    assert text.extend(ids) == MIXED and slow.calls == 1
+    assert text.flush() == "" and slow.calls == 1
+    # A piece ending inside a character is held back, then released whole by flush.
+    cut = next(i for i in range(1, len(ids)) if "\ufffd" in tokenizer.decode(ids[:i]))
+    partial = IncrementalText(tokenizer)
+    head = partial.extend(ids[:cut])
+    assert "\ufffd" not in head
+    assert head + partial.flush() == tokenizer.decode(ids[:cut])

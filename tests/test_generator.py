@@ -269,3 +269,76 @@ def test_per_call_sampling_is_reproducible_with_a_seed(generator) -> None:
     assert all(r.extensions >= 1 for r in a)
     with pytest.raises(ValueError, match="temperature"):
         generator.generate("q", temperature=-1)
+
+
+# -- the request each call makes (issue 6: performance) ---------------------------------------
+
+
+@pytest.fixture
+def submitted(generator, monkeypatch):
+    """The SamplingParams of every request the generator sends to its engine."""
+    seen: list = []
+    original = generator.engine.stream
+
+    def recording(prompt_ids, params):  # type: ignore[no-untyped-def]
+        seen.append(params)
+        return original(prompt_ids, params)
+
+    monkeypatch.setattr(generator.engine, "stream", recording)
+    return seen
+
+
+def test_only_the_output_a_call_needs_is_requested(generator, submitted) -> None:
+    from vllm.sampling_params import RequestOutputKind
+
+    final, delta = RequestOutputKind.FINAL_ONLY, RequestOutputKind.DELTA
+    cap, extend = ThinkingBudget(max_thinking_tokens=9), ThinkingBudget(extensions=1)
+    generator.generate("What is 1 + 2?", cap)
+    generator.generate("What is 1 + 2?", extend)
+    generator.generate("What is 1 + 2?", cap, stop=["is"])
+    list(generator.stream("What is 1 + 2?", cap))
+    list(generator.stream("What is 1 + 2?", extend))
+    got = [(p.output_kind, p.logprobs) for p in submitted]
+    # Not streaming: the finished output only. Log-probabilities (which mark forced tokens)
+    # only where phrases can be inserted; stop strings are watched on deltas.
+    assert got == [(final, None), (final, 0), (delta, None), (delta, None), (delta, 0)]
+
+
+@pytest.mark.parametrize(
+    "budget",
+    [
+        None,
+        ThinkingBudget(max_thinking_tokens=15),
+        ThinkingBudget(extensions=2),
+        ThinkingBudget(min_thinking_tokens=40, max_thinking_tokens=50, conclusion="so"),
+        ThinkingBudget(max_thinking_tokens=0, max_answer_tokens=5),
+    ],
+    ids=["none", "cap", "extensions", "min-max-conclusion", "zero-short-answer"],
+)
+def test_final_only_and_streamed_results_are_identical(generator, budget) -> None:
+    question = "What is 2857 + 968?"
+    (whole,) = generator.generate(question, budget)
+    streamed = list(generator.stream(question, budget))[-1].result
+    assert whole.model_dump() == streamed.model_dump()
+    check_consistent(whole, generator)
+
+
+def test_the_engine_froze_the_gc_heap_and_keeps_the_option_from_vllm(
+    generator, monkeypatch
+) -> None:
+    import gc
+
+    from s1_integrations import toy_model_path
+    from s1_integrations.engine import engine as engine_module
+
+    assert generator.engine._froze_gc and gc.get_freeze_count() > 0
+    seen: dict = {}
+
+    async def start(self, model, engine_args):  # type: ignore[no-untyped-def]
+        seen.update(engine_args)
+        raise RuntimeError("not starting a second engine in this test")
+
+    monkeypatch.setattr(engine_module.InProcessEngine, "_start", start)
+    with pytest.raises(engine_module.EngineError, match="not starting"):
+        engine_module.InProcessEngine(toy_model_path(), freeze_gc=False, dtype="float32")
+    assert seen == {"dtype": "float32"}  # freeze_gc is ours: vLLM never sees it

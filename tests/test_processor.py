@@ -136,3 +136,27 @@ def test_validate_params_rejects_bad_settings() -> None:
             SamplingParams(extra_args={EXTRA_ARGS_KEY: multi.to_extra_args()})
         )
     BudgetForcingLogitsProcessor.validate_params(SamplingParams())
+
+
+def test_a_mixed_batch_decides_each_row_by_its_own_rules() -> None:
+    """Greedy and sampled rows, and plans with different stopping tokens, in one step."""
+    proc = processor()
+    multi = ForcingPlan(end=(3, 4), eos=(EOS,), phrases=((WAIT,),))  # only EOS is an attempt
+    sampled = params(temperature=1.0, extensions=1)
+    proc.update_state(
+        update(
+            added=[
+                (0, params(min_thinking=3), None, []),
+                (1, sampled, None, []),
+                (2, SamplingParams(extra_args={EXTRA_ARGS_KEY: multi.to_extra_args()}), None, []),
+                (3, params(extensions=1), None, []),
+            ]
+        )
+    )
+    logits = logits_preferring(END, A, A, A)
+    logits[1, END] = 50.0  # the sampled row all but certainly tries to stop
+    out = proc.apply(logits)
+    assert forced_token(out[0]) == WAIT  # greedy attempt below the minimum
+    assert forced_token(out[1]) == WAIT  # sampled attempt, extension due
+    assert out[2, EOS] == NEG and out[2, END] == 0.0  # END alone is no attempt for this plan
+    assert out[3, END] == NEG and out[3, EOS] == NEG and out[3, A] == 5.0

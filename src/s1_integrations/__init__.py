@@ -31,6 +31,7 @@ from s1_integrations.toy import heldout_path, toy_model_path
 if TYPE_CHECKING:
     from s1_integrations.core.generator import BudgetForcedGenerator, SamplingOptions
     from s1_integrations.engine.engine import EngineClosedError, EngineError, InProcessEngine
+    from s1_integrations.engine.remote import RemoteConfig, RemoteEngine
 
 _LAZY = {
     "BudgetForcedGenerator": "s1_integrations.core.generator",
@@ -38,6 +39,8 @@ _LAZY = {
     "InProcessEngine": "s1_integrations.engine.engine",
     "EngineError": "s1_integrations.engine.engine",
     "EngineClosedError": "s1_integrations.engine.engine",
+    "RemoteEngine": "s1_integrations.engine.remote",
+    "RemoteConfig": "s1_integrations.engine.remote",
     "ChatBudgetForced": "s1_integrations.adapters.langchain",
     "BudgetForcedLLM": "s1_integrations.adapters.llama_index",
 }
@@ -64,6 +67,8 @@ __all__ = [
     "FinalResult",
     "InProcessEngine",
     "PromptError",
+    "RemoteConfig",
+    "RemoteEngine",
     "SamplingOptions",
     "StreamEvent",
     "ThinkingBudget",

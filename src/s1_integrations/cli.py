@@ -43,9 +43,26 @@ def _engine_args(pairs: list[str] | None) -> dict[str, Any]:
     return args
 
 
-def _generator(model: str | None, engine_args: list[str] | None) -> Any:
+ServerOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--server",
+        "-s",
+        help="Base URL of a running vLLM server (repeatable): use it instead of starting one.",
+    ),
+]
+
+
+def _generator(
+    model: str | None, engine_args: list[str] | None, servers: list[str] | None = None
+) -> Any:
     from s1_integrations.core.generator import BudgetForcedGenerator
 
+    if servers:
+        if engine_args:
+            raise typer.BadParameter("engine arguments belong to the servers", param_hint="-e")
+        with console.status("connecting to the vLLM servers..."):
+            return BudgetForcedGenerator.from_servers(servers, model=model)
     with console.status("starting the vLLM engine..."):
         return BudgetForcedGenerator(model, **_engine_args(engine_args))
 
@@ -59,12 +76,13 @@ def ask(
     extensions: Annotated[int, typer.Option(help="Times to suppress the end of thinking.")] = 0,
     strategy: Annotated[str, typer.Option(help="single_pass or rounds.")] = "single_pass",
     engine_arg: EngineArg = None,
+    server: ServerOption = None,
 ) -> None:
     """Answer one question, printing the thinking and the answer apart."""
     budget = ThinkingBudget(
         max_thinking_tokens=max_thinking, min_thinking_tokens=min_thinking, extensions=extensions
     )
-    with _generator(model, engine_arg) as generator:
+    with _generator(model, engine_arg, server) as generator:
         (result,) = generator.generate(question, budget, strategy=strategy)
     console.print(Panel(result.thinking.strip() or "(no thinking)", title="thinking", style="dim"))
     console.print(Panel(result.answer.strip(), title="answer"))
@@ -217,6 +235,35 @@ def sweep(
         console.print(f"nothing was written to {out}")
         raise typer.Exit(code=2) from None
     _print_summary(report)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def serve(
+    ctx: typer.Context,
+    model: ModelOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    dry_run: Annotated[bool, typer.Option(help="Print the command instead of running it.")] = (
+        False
+    ),
+) -> None:
+    """Run vLLM's own OpenAI-compatible server with budget forcing on (extra args go to vLLM)."""
+    import os
+    import shlex
+
+    from s1_integrations.engine.server import server_argv
+    from s1_integrations.toy import toy_model_path
+
+    extra = list(ctx.args)
+    if model is None:
+        model = str(toy_model_path())
+        if "--dtype" not in extra:
+            extra += ["--dtype", "float32"]  # the toy was trained in float32
+    argv = server_argv(model, host=host, port=port, extra=extra)
+    if dry_run:
+        console.print(shlex.join(argv), soft_wrap=True)
+        return
+    os.execv(argv[0], argv)
 
 
 def main() -> None:

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from s1_integrations.core.budget import ThinkingBudget
 from s1_integrations.core.generator import BudgetForcedGenerator, shared_generator
+from s1_integrations.core.prompts import validate_tools
 from s1_integrations.core.results import (
     AnswerDelta,
     BudgetForcedResult,
@@ -52,7 +53,7 @@ _TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
 
 
 class ChatBudgetForced(BaseChatModel):
-    """A reasoning chat model with an s1 thinking budget, on an in-process vLLM engine.
+    """A reasoning chat model with an s1 thinking budget, on vLLM in-process or vLLM servers.
 
     ``max_thinking_tokens`` caps the thinking; ``min_thinking_tokens`` and ``extensions``
     make the model think longer by replacing its attempts to stop with "Wait". Override any
@@ -331,7 +332,7 @@ class ChatBudgetForced(BaseChatModel):
         ``<tool_call>`` format), ``"any"``/``"required"``/``True`` (one call to some tool),
         a tool name or ``{"type": "function", "function": {"name": ...}}``, or ``"none"``.
         """
-        formatted = [convert_to_openai_tool(t) for t in tools]
+        formatted = validate_tools([convert_to_openai_tool(t) for t in tools])
         names = [t["function"]["name"] for t in formatted]
         choice = _normalise_tool_choice(tool_choice, names)
         return super().bind(tools=formatted, tool_choice=choice, **kwargs)

@@ -8,6 +8,7 @@ engine produced. Because all three share it, the strategies cannot drift apart.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
@@ -90,9 +91,22 @@ class ForcingPlan:
             "max_answer": self.max_answer,
         }
 
+    def to_json(self) -> str:
+        """The settings as one string, the shape ``vllm_xargs`` can carry to a server."""
+        return json.dumps(self.to_extra_args(), separators=(",", ":"))
+
     @classmethod
     def from_extra_args(cls, args: dict[str, Any]) -> ForcingPlan:
-        """Parse settings sent through ``extra_args``; raises ``ValueError`` naming the field."""
+        """Parse settings sent through ``extra_args``; raises ``ValueError`` naming the field.
+
+        Over HTTP, ``vllm_xargs`` admits only scalars and flat lists, so the settings may also
+        arrive as one JSON string (what :meth:`to_json` writes).
+        """
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{EXTRA_ARGS_KEY} is not valid JSON: {e}") from None
         if not isinstance(args, dict):
             raise ValueError(f"{EXTRA_ARGS_KEY} must be a dict, got {type(args).__name__}")
         unknown = set(args) - set(cls.__dataclass_fields__)

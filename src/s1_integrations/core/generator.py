@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from typing import Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from s1_integrations.core.budget import BudgetError, BudgetLike, ThinkingBudget, as_budget
 from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan, ForcingState, Phase
@@ -20,8 +21,16 @@ from s1_integrations.core.results import (
     Strategy,
     StreamEvent,
 )
+from s1_integrations.core.schemas import check_answer_schema
 from s1_integrations.core.tracking import OutputTracker, Prepared
 from s1_integrations.engine.engine import InProcessEngine
+from s1_integrations.engine.remote import RemoteEngine
+
+#: What a generator drives: vLLM in this process, or a fleet of vLLM servers.
+Engine = InProcessEngine | RemoteEngine
+
+#: Budgets whose plans a generator remembers (a service typically uses a handful).
+_PLAN_CACHE_SIZE = 256
 
 
 class SamplingOptions(BaseModel):
@@ -38,13 +47,29 @@ class SamplingOptions(BaseModel):
         default=None, description="JSON schema the answer must follow (thinking stays free)."
     )
 
+    @field_validator("answer_schema", mode="before")
+    @classmethod
+    def _compilable(cls, schema: Any) -> Any:
+        return None if schema is None else check_answer_schema(schema)
+
 
 def _forced_flags(output: Any) -> list[bool]:
     """A token was forced iff its processed log-probability is exactly 0 (alternatives -inf)."""
     logprobs = output.logprobs
+    token_ids = output.token_ids
     if logprobs is None:
-        return [False] * len(output.token_ids)
-    return [float(logprobs[i][token].logprob) == 0.0 for i, token in enumerate(output.token_ids)]
+        return [False] * len(token_ids)
+    starts = getattr(logprobs, "start_indices", None)
+    if starts is not None:  # vLLM's FlatLogprobs: one flat list per field, no dict per token
+        ends, ids, values = logprobs.end_indices, logprobs.token_ids, logprobs.logprobs
+        flags = []
+        for i, token in enumerate(token_ids):
+            j = starts[i]  # the sampled token comes first at each position
+            if ids[j] != token:
+                j = ids.index(token, j, ends[i])
+            flags.append(values[j] == 0.0)
+        return flags
+    return [float(logprobs[i][token].logprob) == 0.0 for i, token in enumerate(token_ids)]
 
 
 class BudgetForcedGenerator:
@@ -53,13 +78,14 @@ class BudgetForcedGenerator:
     Owns (or borrows) one :class:`InProcessEngine`; every call, sync or async, from any thread,
     goes to that engine, which batches them. ``strategy="single_pass"`` forces inside the engine
     with a logits processor; ``"rounds"`` is s1's loop of engine calls done on token ids.
+    :meth:`from_servers` drives ``vllm serve`` replicas instead, with the same results.
     """
 
     def __init__(
         self,
         model: str | None = None,
         *,
-        engine: InProcessEngine | None = None,
+        engine: Engine | None = None,
         budget: BudgetLike = None,
         thinking_format: ThinkingFormat | None = None,
         strategy: Strategy = "single_pass",
@@ -70,6 +96,7 @@ class BudgetForcedGenerator:
         if strategy not in ("single_pass", "rounds"):
             raise ValueError(f"strategy: {strategy!r} is not 'single_pass' or 'rounds'")
         self._owns_engine = engine is None
+        self._plans: dict[ThinkingBudget, ForcingPlan] = {}
         if engine is None:
             from s1_integrations.toy import toy_model_path
 
@@ -87,7 +114,7 @@ class BudgetForcedGenerator:
             self.eos_ids = self._eos_ids()
             self.default_budget = as_budget(budget)
             self.strategy: Strategy = strategy
-            if engine.logprobs_mode != "processed_logprobs":
+            if engine.forcing_in_engine and engine.logprobs_mode != "processed_logprobs":
                 raise ValueError(
                     "engine logprobs_mode must be 'processed_logprobs': forced tokens are "
                     "recognised by their processed log-probability"
@@ -97,6 +124,33 @@ class BudgetForcedGenerator:
                 engine.close()
             raise
         self.model_name = engine.model
+
+    @classmethod
+    def from_servers(
+        cls,
+        base_urls: str | Sequence[str],
+        *,
+        budget: BudgetLike = None,
+        thinking_format: ThinkingFormat | None = None,
+        strategy: Strategy = "single_pass",
+        **remote: Any,
+    ) -> BudgetForcedGenerator:
+        """Budget forcing on running vLLM servers (see :class:`RemoteConfig` for ``remote``).
+
+        Single-pass forcing runs inside the servers when they have the plugin; otherwise every
+        request runs in rounds over ``/v1/completions`` and its result says so
+        (``strategy="rounds"``).
+        """
+        engine = RemoteEngine(base_urls, **remote)
+        try:
+            generator = cls(
+                engine=engine, budget=budget, thinking_format=thinking_format, strategy=strategy
+            )
+        except BaseException:
+            engine.close()
+            raise
+        generator._owns_engine = True
+        return generator
 
     def _eos_ids(self) -> tuple[int, ...]:
         tok = self.tokenizer
@@ -115,6 +169,16 @@ class BudgetForcedGenerator:
         return tuple(self.tokenizer.encode(text, add_special_tokens=False))
 
     def plan_for(self, budget: ThinkingBudget) -> ForcingPlan:
+        """The budget resolved to token ids for this model (remembered: budgets are frozen)."""
+        plan = self._plans.get(budget)
+        if plan is None:
+            plan = self._plan_for(budget)
+            if len(self._plans) >= _PLAN_CACHE_SIZE:
+                self._plans.clear()
+            self._plans[budget] = plan
+        return plan
+
+    def _plan_for(self, budget: ThinkingBudget) -> ForcingPlan:
         conclusion = self._encode(budget.conclusion) if budget.conclusion else ()
         cap = budget.max_thinking_tokens
         if cap is not None and len(conclusion) > cap:
@@ -168,7 +232,7 @@ class BudgetForcedGenerator:
                     f"the prompt has {len(prompt_ids)} tokens and the model's context is "
                     f"{self.max_model_len}: {needed} more do not fit",
                 )
-            use = strategy
+            use = strategy if self.engine.forcing_in_engine else "rounds"
             if use == "single_pass" and len(plan.end) > 1 and (plan.needs_extensions or structured):
                 use = "rounds"  # one pass cannot take back a delimiter it has already emitted
             if b.max_thinking_tokens is not None:
@@ -190,7 +254,9 @@ class BudgetForcedGenerator:
         return OutputTracker(item, self.tokenizer, item.budget.extension_phrases, options.stop)
 
     def _sampling_params(self, options: SamplingOptions, **overrides: Any) -> Any:
+        """vLLM's parameters; by default only the finished output comes back (rounds use it)."""
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         kwargs: dict[str, Any] = {
             "n": 1,
@@ -198,6 +264,7 @@ class BudgetForcedGenerator:
             "top_p": options.top_p,
             "seed": options.seed,
             "detokenize": False,
+            "output_kind": RequestOutputKind.FINAL_ONLY,
         }
         if options.top_k is not None:
             kwargs["top_k"] = options.top_k
@@ -207,16 +274,27 @@ class BudgetForcedGenerator:
     # -- single pass ----------------------------------------------------------------------
 
     async def _single_pass(
-        self, item: Prepared, options: SamplingOptions
-    ) -> AsyncIterator[StreamEvent]:
+        self, item: Prepared, options: SamplingOptions, streaming: bool = True
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """One engine request; ``streaming=False`` when only the final result is wanted.
+
+        Without a caller waiting for deltas, no stop strings to watch and no schema to hand
+        over to, vLLM is asked for the finished output alone (``FINAL_ONLY``) instead of one
+        output per step, and the tracker reads it in one go. Forced tokens are told apart by
+        their log-probability only where the plan can insert phrases (the only place the
+        replay needs to know, see :class:`Replayer`); caps and answer caps replay from counts.
+        """
         from vllm.sampling_params import RequestOutputKind
 
         structured = options.answer_schema is not None
+        needs_flags = item.plan.needs_extensions
+        final_only = not streaming and not options.stop and not structured
         params = self._sampling_params(
             options,
             max_tokens=item.max_tokens,
-            logprobs=0,
-            output_kind=RequestOutputKind.DELTA,
+            logprobs=0 if needs_flags else None,
+            flat_logprobs=needs_flags,
+            output_kind=RequestOutputKind.FINAL_ONLY if final_only else RequestOutputKind.DELTA,
             extra_args={EXTRA_ARGS_KEY: item.plan.to_extra_args()},
             # A constrained answer is a second, grammar-bound request: stop at the delimiter.
             stop_token_ids=list(item.plan.end) if structured else None,
@@ -227,8 +305,10 @@ class BudgetForcedGenerator:
         try:
             async for output in stream:
                 completion = output.outputs[0]
-                output_ids.extend(completion.token_ids)
-                for event in tracker.feed(list(completion.token_ids), _forced_flags(completion)):
+                ids = list(completion.token_ids)
+                output_ids.extend(ids)
+                forced = _forced_flags(completion) if needs_flags else [False] * len(ids)
+                for event in tracker.feed(ids, forced):
                     yield event
                 if tracker.stopped_by_string:
                     break  # closing the stream aborts the request in the engine
@@ -248,6 +328,7 @@ class BudgetForcedGenerator:
     # -- rounds ---------------------------------------------------------------------------
 
     async def _run_once(self, prompt_ids: list[int], params: Any) -> Any:
+        """The finished completion of one request (asked for alone: ``FINAL_ONLY``)."""
         final = None
         async for output in self.engine.stream(prompt_ids, params):
             final = output
@@ -256,7 +337,7 @@ class BudgetForcedGenerator:
 
     async def _rounds(
         self, items: list[Prepared], options: SamplingOptions
-    ) -> AsyncIterator[tuple[int, StreamEvent]]:
+    ) -> AsyncGenerator[tuple[int, StreamEvent], None]:
         """s1's algorithm on token ids: every round advances all unfinished prompts together.
 
         Each round generates only up to the remaining budget, stops at an attempt to end the
@@ -368,15 +449,27 @@ class BudgetForcedGenerator:
     # -- public API -----------------------------------------------------------------------
 
     async def _events(
-        self, items: list[Prepared], options: SamplingOptions
-    ) -> AsyncIterator[tuple[int, StreamEvent]]:
+        self, items: list[Prepared], options: SamplingOptions, streaming: bool = True
+    ) -> AsyncGenerator[tuple[int, StreamEvent], None]:
         """Events of all items, tagged with their index, strategies running side by side."""
+        if len(items) == 1:
+            # One request (every adapter call, every stream): no runner task, no queue.
+            (item,) = items
+            if item.strategy == "single_pass":
+                async with contextlib.aclosing(self._single_pass(item, options, streaming)) as it:
+                    async for event in it:
+                        yield item.index, event
+            else:
+                async with contextlib.aclosing(self._rounds(items, options)) as tagged:
+                    async for _, event in tagged:
+                        yield item.index, event
+            return
         queue: asyncio.Queue[tuple[int, StreamEvent] | BaseException | None] = asyncio.Queue()
         rounds = [it for it in items if it.strategy == "rounds"]
         single = [it for it in items if it.strategy == "single_pass"]
 
         async def run_single(item: Prepared) -> None:
-            async for event in self._single_pass(item, options):
+            async for event in self._single_pass(item, options, streaming):
                 await queue.put((item.index, event))
 
         async def run_rounds() -> None:
@@ -421,8 +514,13 @@ class BudgetForcedGenerator:
         """Generate for one or many prompts; all of them go to the engine at once."""
         options = SamplingOptions(**_normalise_sampling(sampling))
         items = self.prepare(prompts, budget, strategy, tools, options.answer_schema is not None)
+        return await self._results(items, options)
+
+    async def _results(
+        self, items: list[Prepared], options: SamplingOptions
+    ) -> list[BudgetForcedResult]:
         results: list[BudgetForcedResult | None] = [None] * len(items)
-        async for index, event in self._events(items, options):
+        async for index, event in self._events(items, options, streaming=False):
             if isinstance(event, FinalResult):
                 results[index] = event.result
         return [r for r in results if r is not None]
@@ -438,11 +536,9 @@ class BudgetForcedGenerator:
     ) -> list[BudgetForcedResult]:
         """Blocking :meth:`agenerate`; safe from many threads at once (the engine batches)."""
         options = SamplingOptions(**_normalise_sampling(sampling))
-        # fail here, in the caller's thread
-        self.prepare(prompts, budget, strategy, tools, options.answer_schema is not None)
-        return self.engine.run_sync(
-            self.agenerate(prompts, budget, strategy=strategy, tools=tools, **options.model_dump())
-        )
+        # fail here, in the caller's thread; the prepared items then go to the engine's loop
+        items = self.prepare(prompts, budget, strategy, tools, options.answer_schema is not None)
+        return self.engine.run_sync(self._results(items, options))
 
     async def astream(
         self,
@@ -456,8 +552,15 @@ class BudgetForcedGenerator:
         """Thinking deltas, answer deltas, an event per extension, then the final result."""
         options = SamplingOptions(**_normalise_sampling(sampling))
         items = self.prepare([prompt], [budget], strategy, tools, options.answer_schema is not None)
-        async for _, event in self._events(items, options):
+        async for event in self._stream_events(items, options):
             yield event
+
+    async def _stream_events(
+        self, items: list[Prepared], options: SamplingOptions
+    ) -> AsyncGenerator[StreamEvent, None]:
+        async with contextlib.aclosing(self._events(items, options)) as events:
+            async for _, event in events:
+                yield event
 
     def stream(
         self,
@@ -470,10 +573,8 @@ class BudgetForcedGenerator:
     ) -> Iterator[StreamEvent]:
         """Blocking :meth:`astream`; breaking out of the loop aborts the request."""
         options = SamplingOptions(**_normalise_sampling(sampling))
-        self.prepare([prompt], [budget], strategy, tools, options.answer_schema is not None)
-        return self.engine.iterate_sync(
-            self.astream(prompt, budget, strategy=strategy, tools=tools, **options.model_dump())
-        )
+        items = self.prepare([prompt], [budget], strategy, tools, options.answer_schema is not None)
+        return self.engine.iterate_sync(self._stream_events(items, options))
 
     def close(self) -> None:
         if self._owns_engine:

@@ -43,6 +43,29 @@ def validate_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, A
     return checked
 
 
+def validate_tools(tools: Any) -> list[dict[str, Any]]:
+    """OpenAI-style tool specs, ``{"type": "function", "function": {"name": ..., ...}}``."""
+    if isinstance(tools, (str, bytes, Mapping)) or not isinstance(tools, Sequence):
+        raise PromptError(f"tools: expected a list of tool specs, got {type(tools).__name__}")
+    checked = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, Mapping):
+            raise PromptError(f"tools[{i}]: expected a mapping, got {type(tool).__name__}")
+        if tool.get("type", "function") != "function":
+            raise PromptError(f"tools[{i}].type: {tool.get('type')!r} is not 'function'")
+        function = tool.get("function")
+        if not isinstance(function, Mapping):
+            raise PromptError(f"tools[{i}].function: missing; expected {{'name': ..., ...}}")
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise PromptError(f"tools[{i}].function.name: expected a non-empty string")
+        parameters = function.get("parameters")
+        if parameters is not None and not isinstance(parameters, Mapping):
+            raise PromptError(f"tools[{i}].function.parameters: expected a JSON schema object")
+        checked.append(dict(tool))
+    return checked
+
+
 def render_prompt(
     prompt: Prompt,
     tokenizer: TokenizerLike,
@@ -65,8 +88,10 @@ def render_prompt(
             f"prompt: expected a string or a list of messages, got {type(prompt).__name__}"
         )
     kwargs: dict[str, Any] = {"add_generation_prompt": True, "tokenize": False}
-    if tools:
-        kwargs["tools"] = [dict(t) for t in tools]  # the template renders them, if it can
+    if tools is not None:
+        checked = validate_tools(tools)
+        if checked:
+            kwargs["tools"] = checked  # the template renders them, if it can
     text = tokenizer.apply_chat_template(messages, **kwargs)
     if not text.rstrip().endswith(fmt.start):
         text = text + fmt.start

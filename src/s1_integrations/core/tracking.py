@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from s1_integrations.core.budget import ThinkingBudget
@@ -16,39 +17,87 @@ from s1_integrations.core.results import (
     ThinkingDelta,
 )
 
+#: Tokens a decoding window may span before it slides forward (see :class:`IncrementalText`).
+_WINDOW_TOKENS = 16
+
+
+def _fast_decoder(tokenizer: TokenizerLike) -> Callable[[list[int]], str]:
+    """``tokenizer.decode(ids, skip_special_tokens=False)``, without the Python layers if safe.
+
+    A Hugging Face fast tokenizer's ``decode`` is its Rust backend's ``decode`` plus, when
+    ``clean_up_tokenization_spaces`` is set, a clean-up; vLLM also routes every call through
+    a pool of tokenizer copies. Where the result is provably the same (the stock ``_decode``,
+    no clean-up) call the backend directly: it only reads, so threads may share it.
+    """
+
+    def slow(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=False)
+
+    try:
+        from tokenizers import Tokenizer
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:  # pragma: no cover - both come with vLLM
+        return slow
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if (
+        isinstance(tokenizer, TokenizersBackend)
+        and isinstance(backend, Tokenizer)
+        and getattr(type(tokenizer), "_decode", None) is TokenizersBackend._decode
+        and not getattr(tokenizer, "clean_up_tokenization_spaces", True)
+    ):
+        decode = backend.decode
+
+        def fast(ids: list[int]) -> str:
+            return decode(ids, skip_special_tokens=False)
+
+        return fast
+    return slow
+
 
 class IncrementalText:
     """Decodes a growing id list into text deltas without re-decoding everything each time.
 
     The prefix/read offsets (as in vLLM's and Hugging Face's streamers) keep multi-byte
     characters whole: a delta is only released once it no longer ends in a partial character.
+    The text of the window up to the read offset is remembered rather than decoded again, so a
+    delta costs one decode of a short window; the window's start catches up with the read
+    offset once it spans more than a few tokens.
     """
 
     def __init__(self, tokenizer: TokenizerLike) -> None:
         self._tokenizer = tokenizer
+        self._decode_ids = _fast_decoder(tokenizer)
         self.ids: list[int] = []
         self.text = ""
         self._prefix = 0
         self._read = 0
+        self._window = ""  # the decoded text of ids[_prefix:_read]
 
     def _decode(self, ids: list[int]) -> str:
-        return self._tokenizer.decode(ids, skip_special_tokens=False)
+        return self._decode_ids(ids)
 
     def extend(self, ids: list[int]) -> str:
         if not ids:
             return ""
         self.ids.extend(ids)
-        before = self._decode(self.ids[self._prefix : self._read])
-        after = self._decode(self.ids[self._prefix :])
-        if len(after) > len(before) and not after.endswith("\ufffd"):
-            delta = after[len(before) :]
-            self._prefix, self._read = self._read, len(self.ids)
+        after = self._decode_ids(self.ids[self._prefix :])
+        if len(after) > len(self._window) and not after.endswith("\ufffd"):
+            delta = after[len(self._window) :]
+            read, self._read = self._read, len(self.ids)
+            self._window = after
+            if read > self._prefix and self._read - self._prefix > _WINDOW_TOKENS:
+                # Slide: the previous delta's tokens become the context, as they would be if
+                # the window moved on every delta.
+                self._prefix = read
+                self._window = self._decode_ids(self.ids[read : self._read])
             self.text += delta
             return delta
         return ""
 
     def flush(self) -> str:
-        full = self._decode(self.ids)
+        if self._prefix == 0 and self._read == len(self.ids) and self.text == self._window:
+            return ""  # the text is already the decoding of all ids, in one piece
+        full = self._decode_ids(self.ids)
         delta = full[len(self.text) :] if full.startswith(self.text) else ""
         self.text = full
         return delta

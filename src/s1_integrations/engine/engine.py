@@ -10,38 +10,48 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
 import contextlib
+import gc
 import itertools
 import logging
 import os
-import queue
-import threading
 import weakref
-from collections.abc import AsyncIterator, Coroutine, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from s1_integrations.engine.bridge import _DONE, EngineClosedError, EngineError, LoopBridge
 from s1_integrations.engine.processor import BudgetForcingLogitsProcessor
 
-logger = logging.getLogger(__name__)
+__all__ = ["CPU_KV_CACHE_BYTES", "EngineClosedError", "EngineError", "InProcessEngine"]
 
-T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 PROCESSOR_FQCN = (
     f"{BudgetForcingLogitsProcessor.__module__}:{BudgetForcingLogitsProcessor.__name__}"
 )
-_DONE = object()
 CPU_KV_CACHE_BYTES = 2 * 1024**3  # default KV cache on the CPU backend (2 GiB)
 
 
-class EngineError(RuntimeError):
-    """The engine could not start, died, or was closed while a request was in flight."""
+def _as_request_error(e: Exception) -> Exception:
+    """Blame the request when vLLM does (the engine is fine), the engine otherwise."""
+    from vllm.exceptions import VLLMClientError
+
+    if isinstance(e, ValueError):
+        return e
+    if isinstance(e, VLLMClientError):
+        return ValueError(str(e))
+    return EngineError(f"request failed: {e!r}")
 
 
-class EngineClosedError(EngineError):
-    """The engine was closed; no further requests are accepted."""
+def _freeze_gc_heap() -> None:
+    """Move every object alive now out of the collector's reach (vLLM's ``freeze_gc_heap``).
+
+    Objects created later are collected as usual; frozen ones are never freed, which is what
+    a long-lived engine's start-up objects (modules, the model's config, the tokenizer) are.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _processor_installed_as_plugin() -> bool:
@@ -59,26 +69,34 @@ def _check_model_path(model: str) -> None:
         raise FileNotFoundError(f"model folder has no config.json: {model}")
 
 
-class InProcessEngine:
+class InProcessEngine(LoopBridge):
     """Owns exactly one vLLM ``AsyncLLM``; engine arguments pass through to vLLM untouched.
 
     Scale out with vLLM's own arguments (``tensor_parallel_size``, ``pipeline_parallel_size``,
     ``distributed_executor_backend="ray"``): nothing here assumes one device.
     """
 
-    def __init__(self, model: str | os.PathLike[str], **engine_args: Any) -> None:
+    #: The budget-forcing processor runs inside this engine (single-pass forcing is possible).
+    forcing_in_engine = True
+
+    def __init__(
+        self, model: str | os.PathLike[str], *, freeze_gc: bool = True, **engine_args: Any
+    ) -> None:
+        """Start vLLM on ``model``; ``engine_args`` go to vLLM's ``AsyncEngineArgs`` as given.
+
+        ``freeze_gc`` (ours, not vLLM's): once the engine has started, collect and then freeze
+        the garbage collector's heap, as vLLM does in its own server and engine processes.
+        The hundreds of thousands of objects torch, vLLM and the frameworks leave behind then
+        no longer make every full collection walk them, which otherwise pauses generation.
+        Pass ``False`` to leave the process's collector alone.
+        """
         model = str(model)
         _check_model_path(model)
         self.model = model
-        self._closed = False
+        super().__init__("s1-vllm-engine")
         self._ids = itertools.count()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="s1-vllm-engine", daemon=True
-        )
-        self._thread.start()
         self._llm: Any = None
+        self._froze_gc = False
         try:
             self._llm = self._call(self._start(model, engine_args))
         except BaseException as e:
@@ -90,6 +108,9 @@ class InProcessEngine:
         self.max_model_len: int = self._llm.model_config.max_model_len
         self.logprobs_mode: str = str(self._llm.model_config.logprobs_mode)
         _live_engines.add(self)
+        if freeze_gc:
+            _freeze_gc_heap()
+            self._froze_gc = True
 
     async def _start(self, model: str, engine_args: dict[str, Any]) -> Any:
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -126,46 +147,17 @@ class InProcessEngine:
             args["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
         return AsyncLLM.from_engine_args(AsyncEngineArgs(model=model, **args))
 
-    # -- bridging -------------------------------------------------------------------------
-
-    def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        """Schedule work on the engine's loop, tracked so that close() can end it cleanly."""
-        if self._closed:
-            coro.close()
-            raise EngineClosedError("the engine is closed")
-        return asyncio.run_coroutine_threadsafe(self._tracked(coro), self._loop)
-
-    async def _tracked(self, coro: Coroutine[Any, Any, T]) -> T:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            return await coro
-        finally:
-            self._tasks.discard(task)
-
-    async def _cancel_tracked(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=30)
-
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
     def _check_alive(self) -> None:
         if self._closed:
             raise EngineClosedError("the engine is closed")
         if self._llm.errored:
             raise EngineError(f"the vLLM engine died: {self._llm.dead_error}")
 
-    async def _produce(
-        self,
-        prompt_ids: list[int],
-        params: Any,
-        emit: Any,
-    ) -> None:
+    def _after_stream(self) -> None:
+        if self._llm is not None and self._llm.errored:
+            raise EngineError(f"the vLLM engine died: {self._llm.dead_error}")
+
+    async def _produce(self, prompt_ids: list[int], params: Any, emit: Any) -> None:
         from vllm.inputs import TokensPrompt
 
         request_id = f"s1-{next(self._ids)}"
@@ -181,84 +173,9 @@ class InProcessEngine:
                 emit(EngineClosedError("the engine was closed while this request was running"))
             raise
         except Exception as e:
-            emit(e if isinstance(e, ValueError) else EngineError(f"request failed: {e!r}"))
+            emit(_as_request_error(e))
         finally:
             emit(_DONE)
-
-    async def stream(self, prompt_ids: list[int], params: Any) -> AsyncIterator[Any]:
-        """Yield the engine's ``RequestOutput`` updates for one request, in the caller's loop.
-
-        Leaving the iteration early (break, cancellation) aborts the request in the engine.
-        """
-        self._check_alive()
-        caller = asyncio.get_running_loop()
-        inbox: asyncio.Queue[Any] = asyncio.Queue()
-
-        def emit(item: Any) -> None:
-            caller.call_soon_threadsafe(inbox.put_nowait, item)
-
-        future = self._submit(self._produce(prompt_ids, params, emit))
-        try:
-            while True:
-                item = await inbox.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-            if self._llm.errored:
-                raise EngineError(f"the vLLM engine died: {self._llm.dead_error}")
-        finally:
-            if not future.done():
-                future.cancel()
-
-    def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run a coroutine on the engine's loop and wait for it, from any thread."""
-        future = self._submit(coro)
-        try:
-            return future.result()
-        except concurrent.futures.CancelledError:
-            if self._closed:
-                raise EngineClosedError(
-                    "the engine was closed while this call was running"
-                ) from None
-            raise
-        except BaseException:
-            future.cancel()
-            raise
-
-    def iterate_sync(self, agen: AsyncIterator[T]) -> Iterator[T]:
-        """Drive an async iterator on the engine's loop, yielding its items in this thread.
-
-        Leaving early closes the async iterator there, which aborts its engine requests.
-        """
-        inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-
-        async def pump() -> None:
-            try:
-                async for item in agen:
-                    inbox.put(item)
-            except asyncio.CancelledError:
-                if self._closed:
-                    inbox.put(EngineClosedError("the engine was closed during this stream"))
-                raise
-            except Exception as e:
-                inbox.put(e)
-            finally:
-                inbox.put(_DONE)
-
-        future = self._submit(pump())
-        try:
-            while True:
-                item = inbox.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            if not future.done():
-                future.cancel()
 
     def num_unfinished_requests(self) -> int:
         self._check_alive()
@@ -270,13 +187,8 @@ class InProcessEngine:
         """Shut the engine and its worker processes down. Safe to call twice."""
         if self._closed:
             return
-        self._closed = True
         _live_engines.discard(self)
-        # End every call and request first, while the loop still runs, so that each caller
-        # is told (EngineClosedError) instead of waiting forever on a stopped loop.
-        if self._loop.is_running():
-            with contextlib.suppress(Exception):
-                self._call(self._cancel_tracked())
+        self._end_calls()
         llm, self._llm = self._llm, None
         if llm is not None:
 
@@ -289,18 +201,10 @@ class InProcessEngine:
             # during interpreter teardown, when its module globals are already gone.
             del llm
         self._stop_loop()
-
-    def _stop_loop(self) -> None:
-        self._closed = True
-        if self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
-        if not self._loop.is_running():
-            self._loop.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
+        if self._froze_gc and not any(e._froze_gc for e in _live_engines):
+            # Let the collector reach this engine's start-up objects again (frozen cycles are
+            # never freed); the next engine freezes what is alive then.
+            gc.unfreeze()
 
     def __enter__(self) -> InProcessEngine:
         return self

@@ -52,6 +52,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
     def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool):
         self.device = device
         self.requests: dict[int, _Request] = {}
+        self._id_tensors: dict[tuple[int, ...], torch.Tensor] = {}  # stop ids, built once
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
@@ -132,7 +133,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         if forced_rows:
             rows = torch.tensor(forced_rows, device=logits.device)
             tokens = torch.tensor(forced_tokens, device=logits.device)
-            logits[rows] = float("-inf")
+            logits.index_fill_(0, rows, float("-inf"))  # not logits[rows] = ...: see _decide
             logits[rows, tokens] = 0.0
         return logits
 
@@ -149,35 +150,40 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         gives the stopping tokens at the request's temperature; otherwise they are masked and
         the model samples from the rest. Both match s1's "stop, strip, append Wait".
         """
-        rows = torch.tensor([i for i, _ in deciding], device=logits.device)
-        sub = logits[rows]
-        argmax = sub.argmax(dim=-1).tolist()
-        temps = torch.tensor(
-            [max(r.temperature, _GREEDY_EPS) for _, r in deciding],
-            device=logits.device,
-            dtype=sub.dtype,
-        ).unsqueeze(1)
-        probs = None
-        if any(not r.greedy for _, r in deciding):
+        # Per step, few and cheap tensor operations: the model's own step is short on small
+        # models, and on a loaded CPU every parallel kernel (a row gather, a softmax) can wait
+        # milliseconds for its threads. Greedy rows need only one argmax over the batch.
+        device = logits.device
+        sampled = [k for k, (_, r) in enumerate(deciding) if not r.greedy]
+        argmax = logits.argmax(dim=-1).tolist() if len(sampled) < len(deciding) else []
+        p_stop: dict[int, float] = {}
+        if sampled:
+            rows = torch.tensor([deciding[k][0] for k in sampled], device=device)
+            sub = logits.index_select(0, rows)
+            temps = torch.tensor(
+                [max(deciding[k][1].temperature, _GREEDY_EPS) for k in sampled],
+                device=device,
+                dtype=sub.dtype,
+            ).unsqueeze(1)
             probs = torch.softmax(sub / temps, dim=-1)
-        mask_rows: list[int] = []
-        mask_tokens: list[int] = []
+            for j, k in enumerate(sampled):
+                stop_ids = list(deciding[k][1].state.plan.end_attempt_ids)
+                p_stop[k] = float(probs[j, stop_ids].sum())
+        masked: dict[tuple[int, ...], list[int]] = {}
         for k, (index, request) in enumerate(deciding):
             attempt_ids = request.state.plan.end_attempt_ids
             if request.greedy:
-                attempt = argmax[k] in attempt_ids
+                attempt = argmax[index] in attempt_ids
             else:
-                assert probs is not None
-                p_stop = float(probs[k, list(attempt_ids)].sum())
-                attempt = request.rng.random() < p_stop
+                attempt = request.rng.random() < p_stop[k]
             if attempt:
                 forced_rows.append(index)
                 forced_tokens.append(request.state.end_attempt())
             else:
-                mask_rows.extend([index] * len(attempt_ids))
-                mask_tokens.extend(attempt_ids)
-        if mask_rows:
-            logits[
-                torch.tensor(mask_rows, device=logits.device),
-                torch.tensor(mask_tokens, device=logits.device),
-            ] = float("-inf")
+                masked.setdefault(attempt_ids, []).append(index)
+        for attempt_ids, mask_rows in masked.items():
+            ids = self._id_tensors.get(attempt_ids)
+            if ids is None:
+                ids = self._id_tensors[attempt_ids] = torch.tensor(attempt_ids, device=device)
+            rows = torch.tensor(mask_rows, device=device).unsqueeze(1)
+            logits[rows, ids] = float("-inf")

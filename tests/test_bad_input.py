@@ -1,0 +1,516 @@
+"""One table of bad input, through every public entry point: a clear error, nothing submitted.
+
+Each row is one bad input (a budget, a prompt, messages, tool specs, an answer schema or a
+sampling option); each runs through the generator (``generate``, ``agenerate``, ``stream``,
+``astream``), LangChain's ``ChatBudgetForced`` (``invoke``, ``ainvoke``, ``stream``, ``batch``;
+tool specs go through ``bind_tools`` and schemas through ``with_structured_output``, LangChain's
+entry points for them) and LlamaIndex's ``BudgetForcedLLM`` (``complete``, ``acomplete``,
+``chat``, ``stream_complete``). Every pair asserts the exception's exact type, that its
+message names the problem, and that the engine was handed no request at all: its request
+counter (every request it gives vLLM takes the next number) has not moved, and vLLM has no
+unfinished request. The completion entry points get the prompt as given (a question or a list
+of messages): ``BudgetForcedLLM`` hands it to the generator as is. Pairs that are not refused
+clearly today are strict xfails (``KNOWN_GAPS``), listed in ``docs/reliability.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock
+from pydantic import ValidationError
+
+from conftest import ENGINE_ARGS, TOY
+from s1_integrations.adapters.langchain import ChatBudgetForced
+from s1_integrations.adapters.llama_index import BudgetForcedLLM
+from s1_integrations.core.budget import BudgetError
+from s1_integrations.core.prompts import PromptError
+from s1_integrations.toy.problems import extract_answer
+
+pytestmark = pytest.mark.engine
+
+QUESTION = "What is 12 + 34?"
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input and the error it must raise.
+
+    ``error`` and ``match`` are the exact exception type and a regular expression its message
+    must contain. Where an entry point or a family of them ("generator", "langchain",
+    "llama_index") rejects the input in its own words (LangChain and LlamaIndex check some
+    input themselves, before the adapter sees it), ``per_entry`` overrides both, keyed by entry
+    point or family name. ``llama_chat`` is the input as LlamaIndex chat messages, where the
+    generic one (dicts) does not say it the LlamaIndex way: a function, so that a message
+    LlamaIndex itself refuses is refused inside the call under test.
+    """
+
+    id: str
+    error: type[BaseException]
+    match: str
+    prompt: Any = QUESTION
+    budget: Any = None
+    tools: Any = _UNSET
+    schema: Any = _UNSET
+    sampling: dict[str, Any] = field(default_factory=dict)
+    per_entry: dict[str, tuple[type[BaseException], str]] = field(default_factory=dict)
+    llama_chat: Callable[[], Any] | None = None
+
+    def expected(self, entry: str) -> tuple[type[BaseException], str]:
+        family = entry.split(".")[0]
+        return self.per_entry.get(entry) or self.per_entry.get(family) or (self.error, self.match)
+
+
+# -- the entry points ----------------------------------------------------------------------
+
+
+@dataclass
+class Targets:
+    generator: Any
+    chat: ChatBudgetForced
+    llm: BudgetForcedLLM
+
+
+def _generator_kwargs(case: Case) -> dict[str, Any]:
+    kwargs = dict(case.sampling)
+    if case.tools is not _UNSET:
+        kwargs["tools"] = case.tools
+    if case.schema is not _UNSET:
+        kwargs["answer_schema"] = case.schema
+    return kwargs
+
+
+def gen_generate(t: Targets, case: Case) -> None:
+    t.generator.generate(case.prompt, case.budget, **_generator_kwargs(case))
+
+
+def gen_agenerate(t: Targets, case: Case) -> None:
+    asyncio.run(t.generator.agenerate(case.prompt, case.budget, **_generator_kwargs(case)))
+
+
+def gen_stream(t: Targets, case: Case) -> None:
+    for _ in t.generator.stream(case.prompt, case.budget, **_generator_kwargs(case)):
+        pass
+
+
+def gen_astream(t: Targets, case: Case) -> None:
+    async def consume() -> None:
+        async for _ in t.generator.astream(case.prompt, case.budget, **_generator_kwargs(case)):
+            pass
+
+    asyncio.run(consume())
+
+
+def _langchain(t: Targets, case: Case) -> tuple[Any, dict[str, Any]]:
+    """The runnable (with tools bound or a structured output) and the call's keywords."""
+    runnable: Any = t.chat
+    if case.tools is not _UNSET:
+        runnable = t.chat.bind_tools(case.tools)
+    if case.schema is not _UNSET:
+        runnable = t.chat.with_structured_output(case.schema)
+    kwargs = dict(case.sampling)
+    if case.budget is not None:
+        kwargs["thinking_budget"] = case.budget
+    return runnable, kwargs
+
+
+def lc_invoke(t: Targets, case: Case) -> None:
+    runnable, kwargs = _langchain(t, case)
+    runnable.invoke(case.prompt, **kwargs)
+
+
+def lc_ainvoke(t: Targets, case: Case) -> None:
+    runnable, kwargs = _langchain(t, case)
+    asyncio.run(runnable.ainvoke(case.prompt, **kwargs))
+
+
+def lc_stream(t: Targets, case: Case) -> None:
+    runnable, kwargs = _langchain(t, case)
+    for _ in runnable.stream(case.prompt, **kwargs):
+        pass
+
+
+def lc_batch(t: Targets, case: Case) -> None:
+    runnable, kwargs = _langchain(t, case)
+    runnable.batch([case.prompt], **kwargs)
+
+
+def _llama_kwargs(case: Case) -> dict[str, Any]:
+    kwargs = dict(case.sampling)
+    if case.budget is not None:
+        kwargs["thinking_budget"] = case.budget
+    if case.tools is not _UNSET:
+        kwargs["tools"] = case.tools
+    if case.schema is not _UNSET:
+        kwargs["answer_schema"] = case.schema
+    return kwargs
+
+
+def li_complete(t: Targets, case: Case) -> None:
+    t.llm.complete(case.prompt, **_llama_kwargs(case))
+
+
+def li_acomplete(t: Targets, case: Case) -> None:
+    asyncio.run(t.llm.acomplete(case.prompt, **_llama_kwargs(case)))
+
+
+def li_stream_complete(t: Targets, case: Case) -> None:
+    for _ in t.llm.stream_complete(case.prompt, **_llama_kwargs(case)):
+        pass
+
+
+def _llama_messages(prompt: Any) -> Any:
+    """A question as one user message, dict messages as ``ChatMessage``s, anything else as is.
+
+    A message LlamaIndex cannot represent (an unknown role) fails right here, in
+    ``ChatMessage`` itself: with LlamaIndex that is where such input is refused.
+    """
+    if isinstance(prompt, str):
+        return [ChatMessage(role="user", content=prompt)]
+    if isinstance(prompt, list) and all(isinstance(m, dict) for m in prompt):
+        return [ChatMessage(**m) for m in prompt]
+    return prompt
+
+
+def li_chat(t: Targets, case: Case) -> None:
+    messages = _llama_messages(case.prompt) if case.llama_chat is None else case.llama_chat()
+    t.llm.chat(messages, **_llama_kwargs(case))
+
+
+ENTRY_POINTS: dict[str, Callable[[Targets, Case], None]] = {
+    "generator.generate": gen_generate,
+    "generator.agenerate": gen_agenerate,
+    "generator.stream": gen_stream,
+    "generator.astream": gen_astream,
+    "langchain.invoke": lc_invoke,
+    "langchain.ainvoke": lc_ainvoke,
+    "langchain.stream": lc_stream,
+    "langchain.batch": lc_batch,
+    "llama_index.complete": li_complete,
+    "llama_index.acomplete": li_acomplete,
+    "llama_index.chat": li_chat,
+    "llama_index.stream_complete": li_stream_complete,
+}
+
+
+# -- the table -----------------------------------------------------------------------------
+
+VE = ValidationError
+LC_TOOL = (ValueError, "Unsupported function")  # LangChain's convert_to_openai_tool
+LI_NO_TOOLS = (TypeError, r"unexpected keyword argument\(s\) \['tools'\]")  # not a tool LLM
+IMAGE = {"type": "image_url", "image_url": {"url": "http://x/y.png"}}
+
+CASES: list[Case] = [
+    # -- budgets (a dict, as every entry point takes it: budget= / thinking_budget=)
+    Case("budget-negative-cap", VE, "max_thinking_tokens", budget={"max_thinking_tokens": -1}),
+    Case("budget-negative-min", VE, "min_thinking_tokens", budget={"min_thinking_tokens": -5}),
+    Case("budget-negative-extensions", VE, "extensions", budget={"extensions": -1}),
+    Case("budget-zero-answer", VE, "max_answer_tokens", budget={"max_answer_tokens": 0}),
+    Case(
+        "budget-min-above-max",
+        VE,
+        r"min_thinking_tokens \(9\) exceeds max_thinking_tokens \(3\)",
+        budget={"min_thinking_tokens": 9, "max_thinking_tokens": 3},
+    ),
+    Case("budget-cap-not-a-number", VE, "max_thinking_tokens", budget={"max_thinking_tokens": "x"}),
+    Case("budget-fractional-extensions", VE, "extensions", budget={"extensions": 1.5}),
+    Case("budget-phrases-not-text", VE, "extension_phrases", budget={"extension_phrases": 7}),
+    Case("budget-blank-phrase", VE, "extension_phrases", budget={"extension_phrases": [" "]}),
+    Case("budget-empty-conclusion", VE, "conclusion", budget={"conclusion": ""}),
+    Case("budget-unknown-field", VE, "bogus", budget={"bogus": 1}),
+    Case(
+        "budget-not-a-budget",
+        TypeError,
+        "budget must be a ThinkingBudget",
+        budget=5,
+        per_entry={"langchain": (TypeError, "thinking_budget must be a ThinkingBudget")},
+    ),
+    Case(
+        "budget-conclusion-longer-than-cap",
+        BudgetError,
+        r"conclusion: \d+ tokens do not fit under max_thinking_tokens=1",
+        budget={"max_thinking_tokens": 1, "conclusion": "Final Answer:"},
+    ),
+    Case(
+        "budget-cap-beyond-context",
+        BudgetError,
+        "max_thinking_tokens: .*context",
+        budget={"max_thinking_tokens": 100_000},
+    ),
+    Case(
+        "budget-min-beyond-context",
+        BudgetError,
+        "min_thinking_tokens: .*context",
+        budget={"min_thinking_tokens": 5000},
+    ),
+    # -- prompts
+    Case(
+        "prompt-empty-list",
+        PromptError,
+        "prompts: no prompts given|messages: the list is empty",
+        prompt=[],
+        per_entry={"langchain": (ValueError, "messages: the list is empty")},
+    ),
+    Case(
+        "prompt-wrong-type",
+        PromptError,
+        "expected a string or a list",
+        prompt=42,
+        per_entry={
+            "langchain": (ValueError, "Invalid input type <class 'int'>"),
+            # LlamaIndex's own instrumentation event refuses it before the adapter runs.
+            "llama_index.chat": (VE, "messages\n  Input should be a valid list"),
+        },
+    ),
+    Case(
+        "prompt-empty-string",
+        PromptError,
+        "prompt: the question is empty",
+        prompt="",
+        per_entry={
+            "langchain": (PromptError, "messages: every message is empty"),
+            "llama_index.chat": (PromptError, "messages: every message is empty"),
+        },
+    ),
+    Case(
+        "prompt-blank-string",
+        PromptError,
+        "prompt: the question is empty",
+        prompt="  \n ",
+        per_entry={
+            "langchain": (PromptError, "messages: every message is empty"),
+            "llama_index.chat": (PromptError, "messages: every message is empty"),
+        },
+    ),
+    Case(
+        "prompt-overflows-context",
+        PromptError,
+        r"\d+ tokens leave no room in the model's context of 512 tokens",
+        prompt="What is 1 + 1? " * 120,
+    ),
+    # -- messages (dicts; LangChain takes them as they are, LlamaIndex as ChatMessage)
+    Case(
+        "message-unknown-role",
+        PromptError,
+        r"messages\[0\]\.role: 'wizard' is not one of",
+        prompt=[{"role": "wizard", "content": "hi"}],
+        per_entry={
+            "langchain": (ValueError, "Unexpected message type: 'wizard'"),
+            "llama_index.chat": (VE, "ChatMessage\nrole\n"),
+        },
+    ),
+    Case(
+        "message-missing-role",
+        PromptError,
+        r"messages\[0\]\.role: None is not one of",
+        prompt=[{"content": QUESTION}],
+        per_entry={
+            "langchain": (ValueError, "Message dict must contain 'role' and 'content'"),
+            "llama_index.chat": (VE, "ChatMessage\nrole\n"),
+        },
+        # A ChatMessage without a role is a user message; None is LlamaIndex's missing role.
+        llama_chat=lambda: [ChatMessage(role=None, content=QUESTION)],
+    ),
+    Case(
+        "message-missing-content",
+        PromptError,
+        r"messages\[0\]\.content: expected text, got NoneType",
+        prompt=[{"role": "user"}],
+        per_entry={
+            "langchain": (ValueError, "Message dict must contain 'role' and 'content'"),
+            # ChatMessage(role="user") is a message with no blocks
+            "llama_index.chat": (PromptError, "messages: every message is empty"),
+        },
+    ),
+    Case(
+        "message-number-content",
+        PromptError,
+        r"messages\[0\]\.content: expected text, got int",
+        prompt=[{"role": "user", "content": 3}],
+        per_entry={
+            "langchain": (VE, "HumanMessage\ncontent"),
+            # ChatMessage(content=3) drops the number itself and holds no blocks
+            "llama_index.chat": (PromptError, "messages: every message is empty"),
+        },
+    ),
+    Case(
+        "message-image-content",
+        PromptError,
+        r"messages\[0\]\.content: expected text, got list",
+        prompt=[{"role": "user", "content": [{"type": "text", "text": "what?"}, IMAGE]}],
+        per_entry={
+            "langchain": (ValueError, r"messages\[0\]: content block of type 'image_url'"),
+            "llama_index.chat": (PromptError, r"messages\[0\]\.blocks\[1\]: 'image' content"),
+        },
+        llama_chat=lambda: [
+            ChatMessage(
+                role="user", blocks=[TextBlock(text="what?"), ImageBlock(url="http://x/y.png")]
+            )
+        ],
+    ),
+    Case(
+        "message-all-empty",
+        PromptError,
+        "messages: every message is empty",
+        prompt=[{"role": "system", "content": ""}, {"role": "user", "content": " "}],
+    ),
+    # -- tool specs (generator: tools=; LangChain: bind_tools; LlamaIndex takes none)
+    Case(
+        "tools-not-a-list",
+        PromptError,
+        "tools: expected a list of tool specs, got str",
+        tools="add",
+        per_entry={"langchain": LC_TOOL, "llama_index": LI_NO_TOOLS},
+    ),
+    Case(
+        "tools-number",
+        PromptError,
+        r"tools\[0\]: expected a mapping, got int",
+        tools=[42],
+        per_entry={"langchain": LC_TOOL, "llama_index": LI_NO_TOOLS},
+    ),
+    Case(
+        "tools-no-function",
+        PromptError,
+        r"tools\[0\]\.function: missing",
+        tools=[{"type": "function"}],
+        per_entry={"llama_index": LI_NO_TOOLS},
+    ),
+    Case(
+        "tools-no-name",
+        PromptError,
+        r"tools\[0\]\.function\.name: expected a non-empty string",
+        tools=[{"type": "function", "function": {"description": "Add two integers."}}],
+        per_entry={"llama_index": LI_NO_TOOLS},
+    ),
+    # -- answer schemas (generator and LlamaIndex: answer_schema=; LangChain:
+    # with_structured_output, which wants a title to name the output)
+    Case(
+        "schema-not-a-dict",
+        VE,
+        "answer_schema: expected a JSON schema object, got str",
+        schema="json please",
+        per_entry={"langchain": (ValueError, "Unsupported function\n\njson please")},
+    ),
+    Case(
+        "schema-unknown-type",
+        VE,
+        'answer_schema: Unsupported type "nonsense"',
+        schema={"title": "Answer", "type": "nonsense"},
+    ),
+    Case(
+        "schema-required-not-a-list",
+        VE,
+        "answer_schema: required must be an array",
+        schema={
+            "title": "Answer",
+            "type": "object",
+            "properties": {"a": {"type": "integer"}},
+            "required": "a",
+        },
+    ),
+    # -- sampling options
+    Case("sampling-negative-temperature", VE, "temperature", sampling={"temperature": -1.0}),
+    Case("sampling-temperature-not-a-number", VE, "temperature", sampling={"temperature": "hot"}),
+    Case("sampling-zero-top-p", VE, "top_p", sampling={"top_p": 0.0}),
+    Case("sampling-top-p-above-one", VE, "top_p", sampling={"top_p": 1.5}),
+    Case(
+        "sampling-zero-top-k",
+        VE,
+        "top_k",
+        sampling={"top_k": 0},
+        per_entry={"langchain": (TypeError, r"unexpected keyword arguments: \['top_k'\]")},
+    ),
+    Case("sampling-seed-not-a-number", VE, "seed", sampling={"seed": "lucky"}),
+    Case(
+        "sampling-unknown-option",
+        VE,
+        "frobnicate",
+        sampling={"frobnicate": 1},
+        per_entry={
+            "langchain": (TypeError, r"unexpected keyword arguments: \['frobnicate'\]"),
+            "llama_index": (TypeError, r"unexpected keyword argument\(s\) \['frobnicate'\]"),
+        },
+    ),
+    Case(
+        "sampling-unknown-strategy",
+        ValueError,
+        "strategy: 'guess' is not 'single_pass' or 'rounds'",
+        sampling={"strategy": "guess"},
+    ),
+]
+
+GENERATOR = [e for e in ENTRY_POINTS if e.startswith("generator.")]
+LANGCHAIN = [e for e in ENTRY_POINTS if e.startswith("langchain.")]
+LLAMA_INDEX = [e for e in ENTRY_POINTS if e.startswith("llama_index.")]
+
+# Pairs where the entry point does NOT refuse the input clearly before the engine. Each is a
+# strict xfail: it fails today for the reason given, and passes (so fails the run) once fixed.
+KNOWN_GAPS: dict[tuple[str, str], str] = {
+    **{
+        ("schema-unknown-type", e): "LangChain's convert_to_json_schema drops the unknown "
+        "type, leaving {'title': 'Answer'}: the call runs with no constraint and no error"
+        for e in LANGCHAIN
+    },
+}
+
+
+def submitted(engine: Any) -> int:
+    """How many requests this engine has handed to vLLM: it numbers each from one counter."""
+    text = repr(engine._ids)  # itertools.count(n): n is the next request's number
+    found = re.fullmatch(r"count\((\d+)\)", text)
+    assert found, text
+    return int(found.group(1))
+
+
+def _params() -> list[Any]:
+    params = []
+    for case in CASES:
+        for entry in ENTRY_POINTS:
+            marks = []
+            if (case.id, entry) in KNOWN_GAPS:
+                marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[case.id, entry]))
+            params.append(pytest.param(case, entry, id=f"{case.id}-{entry}", marks=marks))
+    return params
+
+
+@pytest.fixture(scope="module")
+def targets(generator: Any) -> Targets:
+    chat = ChatBudgetForced(model=TOY, engine_args=ENGINE_ARGS)
+    assert chat._get_generator() is generator  # the session's engine, whose counter we read
+    return Targets(generator=generator, chat=chat, llm=BudgetForcedLLM(generator=generator))
+
+
+@pytest.mark.parametrize(("case", "entry"), _params())
+def test_bad_input_is_refused_before_the_engine(targets: Targets, case: Case, entry: str) -> None:
+    error, match = case.expected(entry)
+    engine = targets.generator.engine
+    before = submitted(engine)
+    assert engine.num_unfinished_requests() == 0
+    with pytest.raises(Exception) as caught:
+        ENTRY_POINTS[entry](targets, case)
+    raised = caught.value
+    assert type(raised) is error, f"{type(raised).__name__}: {raised}"
+    assert re.search(match, str(raised)), str(raised)
+    assert submitted(engine) == before, "a request reached the engine"
+    assert engine.num_unfinished_requests() == 0
+
+
+def test_the_engine_serves_after_the_table(targets: Targets) -> None:
+    """Runs after the table (pytest keeps file order): the engine took no harm from it."""
+    engine = targets.generator.engine
+    before = submitted(engine)
+    (result,) = targets.generator.generate("What is 11 + 22?", {"max_thinking_tokens": 40})
+    assert extract_answer(result.answer) == "33"
+    reply = targets.chat.invoke("What is 11 + 22?", max_thinking_tokens=40)
+    assert reply.response_metadata["thinking_tokens"] == result.thinking_tokens
+    completion = targets.llm.complete("What is 11 + 22?", max_thinking_tokens=40)
+    assert completion.raw.token_ids == result.token_ids
+    assert submitted(engine) == before + 3
+    assert engine.num_unfinished_requests() == 0
