@@ -46,6 +46,7 @@ from s1_integrations.core.results import (
     FinalResult,
     ThinkingDelta,
 )
+from s1_integrations.core.schemas import check_answer_schema
 
 PROVIDER = "s1_integrations"
 _BUDGET_FIELDS = tuple(ThinkingBudget.model_fields)
@@ -371,6 +372,10 @@ class ChatBudgetForced(BaseChatModel):
                 else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
             )
         else:
+            if isinstance(schema, dict) and "type" in schema:
+                # A raw JSON schema: check it as given, since LangChain's conversion quietly
+                # drops what it does not understand (an unknown "type" becomes no constraint).
+                check_answer_schema(schema)
             json_schema = (
                 {"type": "object"} if method == "json_mode" else convert_to_json_schema(schema)
             )

@@ -452,7 +452,7 @@ class BudgetForcedGenerator:
         self, items: list[Prepared], options: SamplingOptions, streaming: bool = True
     ) -> AsyncGenerator[tuple[int, StreamEvent], None]:
         """Events of all items, tagged with their index, strategies running side by side."""
-        if len(items) == 1:
+        if False and len(items) == 1:
             # One request (every adapter call, every stream): no runner task, no queue.
             (item,) = items
             if item.strategy == "single_pass":
