@@ -452,18 +452,6 @@ class BudgetForcedGenerator:
         self, items: list[Prepared], options: SamplingOptions, streaming: bool = True
     ) -> AsyncGenerator[tuple[int, StreamEvent], None]:
         """Events of all items, tagged with their index, strategies running side by side."""
-        if False and len(items) == 1:
-            # One request (every adapter call, every stream): no runner task, no queue.
-            (item,) = items
-            if item.strategy == "single_pass":
-                async with contextlib.aclosing(self._single_pass(item, options, streaming)) as it:
-                    async for event in it:
-                        yield item.index, event
-            else:
-                async with contextlib.aclosing(self._rounds(items, options)) as tagged:
-                    async for _, event in tagged:
-                        yield item.index, event
-            return
         queue: asyncio.Queue[tuple[int, StreamEvent] | BaseException | None] = asyncio.Queue()
         rounds = [it for it in items if it.strategy == "rounds"]
         single = [it for it in items if it.strategy == "single_pass"]
