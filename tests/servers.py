@@ -76,10 +76,14 @@ class VllmServer:
                 self.kill()
         self.log.close()
 
-    def metric(self, name: str) -> float:
-        """The sum of a Prometheus metric's samples (over labels) from /metrics."""
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of a Prometheus metric's samples from /metrics, over those with ``labels``."""
+        wanted = [f'{key}="{value}"' for key, value in labels.items()]
         total = 0.0
         for line in httpx.get(self.url + "/metrics", timeout=10).text.splitlines():
-            if line.startswith(name) and line[len(name)] in "{ ":
-                total += float(line.rsplit(" ", 1)[1])
+            if not line.startswith(name) or line[len(name)] not in "{ ":
+                continue
+            series, value = line.rsplit(" ", 1)
+            if all(label in series for label in wanted):
+                total += float(value)
         return total
