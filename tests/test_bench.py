@@ -187,3 +187,31 @@ def test_cap(reasoning_generator: Any) -> None:
     assert report.rows[0].target == cap.TARGET
     # On a pure cap both implementations must produce the very same tokens.
     assert report.data["identical"] == report.data["n"] == TINY.batch_size
+
+
+def test_the_gpu_script_runs_end_to_end_on_a_tiny_model(tmp_path: Path) -> None:
+    """``bench/gpu.py`` (issue 6's GPU run) in its CPU smoke mode, in its own process.
+
+    It builds its own model and engine, as it does on the device, so it cannot share the
+    session's engine; the tiny model keeps it to a couple of minutes.
+    """
+    import json
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.gpu", "--tiny", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    payload = json.loads((tmp_path / "gpu.json").read_text())
+    assert payload["variants"], "no variant ran"
+    for name, variant in payload["variants"].items():
+        medians = variant["medians"]
+        assert variant["same_tokens"] is True, name
+        assert variant["ratio_final_only"] == pytest.approx(
+            medians["single-pass"] / medians["plain vLLM (final only)"]
+        )
+        assert sum(variant["thinking_ended_by"].values()) == len(variant["counts"]), name

@@ -452,6 +452,20 @@ class BudgetForcedGenerator:
         self, items: list[Prepared], options: SamplingOptions, streaming: bool = True
     ) -> AsyncGenerator[tuple[int, StreamEvent], None]:
         """Events of all items, tagged with their index, strategies running side by side."""
+        if len(items) == 1 and not streaming:
+            # One request whose caller wants only the result (every adapter call): no runner
+            # task and no queue, which cost such a call more than its tokens do. Streams keep
+            # the path below, whose abort on break-out the reliability tests prove.
+            (item,) = items
+            if item.strategy == "single_pass":
+                async with contextlib.aclosing(self._single_pass(item, options, False)) as one:
+                    async for event in one:
+                        yield item.index, event
+            else:
+                async with contextlib.aclosing(self._rounds(items, options)) as tagged:
+                    async for _, event in tagged:
+                        yield item.index, event
+            return
         queue: asyncio.Queue[tuple[int, StreamEvent] | BaseException | None] = asyncio.Queue()
         rounds = [it for it in items if it.strategy == "rounds"]
         single = [it for it in items if it.strategy == "single_pass"]

@@ -35,11 +35,12 @@ CPU_KV_CACHE_BYTES = 2 * 1024**3  # default KV cache on the CPU backend (2 GiB)
 
 def _as_request_error(e: Exception) -> Exception:
     """Blame the request when vLLM does (the engine is fine), the engine otherwise."""
-    from vllm.exceptions import VLLMClientError
+    import vllm.exceptions
 
-    if isinstance(e, ValueError):
+    if isinstance(e, ValueError):  # vLLM before 0.32 raises only these for bad requests
         return e
-    if isinstance(e, VLLMClientError):
+    client_error = getattr(vllm.exceptions, "VLLMClientError", None)
+    if client_error is not None and isinstance(e, client_error):
         return ValueError(str(e))
     return EngineError(f"request failed: {e!r}")
 
@@ -179,7 +180,8 @@ class InProcessEngine(LoopBridge):
 
     def num_unfinished_requests(self) -> int:
         self._check_alive()
-        return int(self._llm.get_num_unfinished_requests())
+        # AsyncLLM has had the method since vLLM 0.32; its output processor always has.
+        return int(self._llm.output_processor.get_num_unfinished_requests())
 
     # -- lifecycle ------------------------------------------------------------------------
 
