@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench import adapters, breakdown, cap, extensions, overhead, scaling
-from bench.common import BenchConfig
+from bench.common import BenchConfig, cpu_model
 from bench.report import Report, render
 
 if TYPE_CHECKING:
@@ -35,17 +34,6 @@ COMPARISONS: dict[str, Runner] = {
 }
 #: Diagnostics: run by name only, not by ``all``.
 DIAGNOSTICS: dict[str, Runner] = {"breakdown": breakdown.run}
-
-
-def cpu_model() -> str:
-    """The CPU as /proc/cpuinfo names it (timings mean little without it)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

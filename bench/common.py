@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import platform
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -227,3 +229,44 @@ def generated_tokens(result: BudgetForcedResult) -> int:
 
 def engine_tokens(ids_per_request: Sequence[Sequence[int]]) -> int:
     return sum(len(ids) for ids in ids_per_request)
+
+
+def cpu_model() -> str:
+    """The CPU as /proc/cpuinfo names it (timings mean little without it)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+@dataclass(frozen=True)
+class ForcedVsPlain:
+    """One forced batch, and plain vLLM set to generate exactly its tokens per prompt.
+
+    ``first`` is the untimed forced run that fixed the per-prompt ``counts``; ``forced()`` and
+    ``plain(kind)`` each run the whole batch again and return the tokens the engine generated.
+    """
+
+    first: list[BudgetForcedResult]
+    counts: list[int]
+    forced: Callable[[], int]
+    plain: Callable[[str], int]
+
+
+def forced_vs_plain(gen: BudgetForcedGenerator, prompts: list[str], budget: Any) -> ForcedVsPlain:
+    """The same work done with budget forcing and without (``min_tokens == max_tokens``)."""
+    prompt_ids = [item.prompt_ids for item in gen.prepare(prompts, budget)]
+    first = gen.generate(prompts, budget)
+    counts = [generated_tokens(r) for r in first]
+
+    def forced() -> int:
+        return sum(generated_tokens(r) for r in gen.generate(prompts, budget))
+
+    def plain(kind: str = "final") -> int:
+        requests = [(ids, plain_params(n, kind)) for ids, n in zip(prompt_ids, counts, strict=True)]
+        return engine_tokens(run_requests(gen, requests))
+
+    return ForcedVsPlain(first, counts, forced, plain)

@@ -218,34 +218,21 @@ def micro(rows: int, vocab: int, device: str, iters: int = 200) -> dict[str, flo
 def measure_variant(
     gen: Any, name: str, fields: dict[str, Any], batch: int, repeats: int, warmup: int, deltas: bool
 ) -> tuple[Any, dict[str, Any]]:
-    from bench.common import (
-        engine_tokens,
-        generated_tokens,
-        measure,
-        plain_params,
-        questions,
-        run_requests,
-    )
+    from bench.common import forced_vs_plain, measure, questions
     from bench.report import Report, Row
     from s1_integrations import ThinkingBudget
 
     b = ThinkingBudget(**fields)
-    prompts = questions(batch)
-    prompt_ids = [item.prompt_ids for item in gen.prepare(prompts, b)]
     t0 = time.perf_counter()
-    first = gen.generate(prompts, b)
-    first_s = time.perf_counter() - t0
-    counts = [generated_tokens(r) for r in first]
+    pair = forced_vs_plain(gen, questions(batch), b)
+    first_s = time.perf_counter() - t0  # includes prepare(), as the first run pays it anyway
+    first, counts, plain = pair.first, pair.counts, pair.plain
     forced_tokens: list[int] = []
 
     def forced() -> int:
-        n = sum(generated_tokens(r) for r in gen.generate(prompts, b))
+        n = pair.forced()
         forced_tokens.append(n)
         return n
-
-    def plain(kind: str) -> int:
-        requests = [(ids, plain_params(n, kind)) for ids, n in zip(prompt_ids, counts, strict=True)]
-        return engine_tokens(run_requests(gen, requests))
 
     contenders = [("single-pass", forced), ("plain vLLM (final only)", lambda: plain("final"))]
     if deltas:
@@ -273,7 +260,8 @@ def measure_variant(
         f"({min(counts)}..{max(counts)} per prompt), "
         f"{sum(r.extensions for r in first)} extensions, "
         f"{sum(r.thinking_ended_by == 'budget' for r in first)} capped; first (untimed) forced run "
-        f"{first_s:.2f} s; forced token totals over the repeats {sorted(set(forced_tokens))}"
+        f"{first_s:.2f} s (with prepare); "
+        f"forced token totals over the repeats {sorted(set(forced_tokens))}"
         + ("" if same else " (DIFFER from the plain runs' count)")
     )
     data = {
@@ -381,10 +369,12 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = args.model_dir or Path(
         "/tmp/s1-gpu-qwen3-tiny" if args.tiny else "/tmp/s1-gpu-qwen3-1.7b-random"
     )
+    from bench.common import cpu_model  # no CUDA: only /proc/cpuinfo
+
     payload: dict[str, Any] = {
         "command": " ".join(["python -m bench.gpu", *(argv if argv is not None else sys.argv[1:])]),
         "versions": versions(),
-        "cpu": _cpu(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "shapes": shapes,
         "model_dir": str(model_dir),
@@ -476,16 +466,6 @@ def main(argv: list[str] | None = None) -> int:
     _write(args.out, payload, console)
     print("\n".join(["SUMMARY", *summary]), flush=True)
     return 0
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _write(out: Path, payload: dict[str, Any], console: Any) -> None:

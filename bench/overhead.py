@@ -14,13 +14,10 @@ from typing import TYPE_CHECKING
 
 from bench.common import (
     BenchConfig,
-    engine_tokens,
-    generated_tokens,
+    forced_vs_plain,
     measure,
     peak_rss_mib,
-    plain_params,
     questions,
-    run_requests,
 )
 from bench.report import Report, Row
 from s1_integrations import ThinkingBudget
@@ -41,16 +38,8 @@ def budget(cfg: BenchConfig) -> ThinkingBudget:
 def run(gen: BudgetForcedGenerator, cfg: BenchConfig) -> Report:
     prompts = questions(cfg.batch_size)
     b = budget(cfg)
-    prompt_ids = [item.prompt_ids for item in gen.prepare(prompts, b)]
-    first = gen.generate(prompts, b)
-    counts = [generated_tokens(r) for r in first]
-
-    def forced() -> int:
-        return sum(generated_tokens(r) for r in gen.generate(prompts, b))
-
-    def plain(kind: str) -> int:
-        requests = [(ids, plain_params(n, kind)) for ids, n in zip(prompt_ids, counts, strict=True)]
-        return engine_tokens(run_requests(gen, requests))
+    pair = forced_vs_plain(gen, prompts, b)
+    forced, plain = pair.forced, pair.plain
 
     t = measure(
         [
@@ -82,14 +71,14 @@ def run(gen: BudgetForcedGenerator, cfg: BenchConfig) -> Report:
             )
         )
     report.notes.append(
-        f"budget {b.model_dump(exclude_defaults=True)}; {sum(counts)} tokens per run, "
-        f"{sum(r.extensions for r in first)} extensions, "
-        f"{sum(r.thinking_ended_by == 'budget' for r in first)} capped"
+        f"budget {b.model_dump(exclude_defaults=True)}; {sum(pair.counts)} tokens per run, "
+        f"{sum(r.extensions for r in pair.first)} extensions, "
+        f"{sum(r.thinking_ended_by == 'budget' for r in pair.first)} capped"
     )
     report.notes.append(
         "peak RSS (this process + engine children), one untimed run each: "
         + ", ".join(f"{k} {v:,.0f} MiB" for k, v in memory.items())
         + f"; difference {memory['single-pass'] - memory['plain vLLM (final only)']:+,.0f} MiB"
     )
-    report.data = {"counts": counts, "memory_mib": memory}
+    report.data = {"counts": pair.counts, "memory_mib": memory}
     return report

@@ -6,17 +6,15 @@ batch it would show here first: the ratio would grow with the batch size.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from bench import overhead
 from bench.common import (
     BenchConfig,
-    engine_tokens,
-    generated_tokens,
+    forced_vs_plain,
     measure,
-    plain_params,
     questions,
-    run_requests,
 )
 from bench.report import Report, Row
 
@@ -28,18 +26,9 @@ def run(gen: BudgetForcedGenerator, cfg: BenchConfig) -> Report:
     b = overhead.budget(cfg)  # the same forcing as the overhead comparison
     report = Report("scaling", "scaling: throughput by batch size, single-pass vs plain vLLM")
     for size in cfg.scaling_batches:
-        prompts = questions(size)
-        prompt_ids = [item.prompt_ids for item in gen.prepare(prompts, b)]
-        counts = [generated_tokens(r) for r in gen.generate(prompts, b)]
-        requests = [(ids, plain_params(n)) for ids, n in zip(prompt_ids, counts, strict=True)]
-
-        def forced(prompts: list[str] = prompts) -> int:
-            return sum(generated_tokens(r) for r in gen.generate(prompts, b))
-
-        def plain(requests: list = requests) -> int:  # type: ignore[type-arg]
-            return engine_tokens(run_requests(gen, requests))
-
-        t = measure([("single-pass", forced), ("plain vLLM", plain)], cfg.repeats, cfg.warmup)
+        pair = forced_vs_plain(gen, questions(size), b)
+        plain = partial(pair.plain, "final")
+        t = measure([("single-pass", pair.forced), ("plain vLLM", plain)], cfg.repeats, cfg.warmup)
         ours, other = t["single-pass"], t["plain vLLM"]
         report.rows.append(
             Row(
