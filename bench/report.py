@@ -59,6 +59,29 @@ class Row:
         return self.ours.median / self.other.median if self.other.median > 0 else math.nan
 
     @property
+    def paired_ratios(self) -> list[float]:
+        """Ours / other within each repeat (the two ran back to back in the same round).
+
+        Their spread is how far apart the two can land on this machine from one round to the
+        next, which says whether a ratio of medians near its target is a result or noise.
+        """
+        ours, other = self.ours.seconds, self.other.seconds
+        if len(ours) != len(other):
+            return []
+        return sorted(a / b for a, b in zip(ours, other, strict=True) if b > 0)
+
+    @property
+    def paired_range(self) -> tuple[float, float]:
+        """The middle half of the paired ratios (all of them below four repeats)."""
+        ratios = self.paired_ratios
+        if not ratios:
+            return (math.nan, math.nan)
+        if len(ratios) < 4:
+            return (ratios[0], ratios[-1])
+        q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+        return (q1, q3)
+
+    @property
     def cpu_ratio(self) -> float:
         """CPU time ratio: less sensitive than wall time to other jobs on a shared machine."""
         other = self.other.cpu_median
@@ -90,6 +113,7 @@ class Report:
         for raw, row in zip(out["rows"], self.rows, strict=True):
             raw.update(
                 ratio=row.ratio,
+                paired_ratios=row.paired_ratios,
                 cpu_ratio=row.cpu_ratio,
                 met=row.met,
                 ours_median_s=row.ours.median,
@@ -105,13 +129,22 @@ def _met_text(met: bool | None) -> str:
 def render(report: Report, console: Console) -> None:
     """Print one report as a table; the ratio is time of ours / time of the other.
 
-    Times are medians over the repeats, in seconds.
+    Times are medians over the repeats, in seconds; "paired IQR" is the middle half of the
+    per-round ratios (see :attr:`Row.paired_ratios`).
     """
     extra_cols: list[str] = []
     for row in report.rows:
         extra_cols += [k for k in row.extra if k not in extra_cols]
     table = Table(title=report.title, title_justify="left", show_lines=False)
-    columns = ("comparison (ours vs other)", "ours s", "other s", "ratio", "target", "met")
+    columns = (
+        "comparison (ours vs other)",
+        "ours s",
+        "other s",
+        "ratio",
+        "paired IQR",
+        "target",
+        "met",
+    )
     for col in (*columns, "CPU ratio", "front-end CPU s"):
         table.add_column(col, justify="left" if col.startswith("comparison") else "right")
     for col in extra_cols:
@@ -122,6 +155,7 @@ def render(report: Report, console: Console) -> None:
             f"{row.ours.median:.3f}",
             f"{row.other.median:.3f}",
             f"{row.ratio:.3f}",
+            "{:.2f}-{:.2f}".format(*row.paired_range),
             "-" if row.target is None else f"<= {row.target:g}",
             _met_text(row.met),
             f"{row.cpu_ratio:.3f}",

@@ -28,7 +28,15 @@ def free_port() -> int:
 class VllmServer:
     """vLLM's OpenAI-compatible server in its own process group, started and stopped here."""
 
-    def __init__(self, model: str, *, plugin: bool = True, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        plugin: bool = True,
+        name_processor: bool = False,
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        """``plugin``: the entry point is visible; ``name_processor``: ``--logits-processors``."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
@@ -39,7 +47,9 @@ class VllmServer:
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (lives as long as the server)
             prefix=f"vllm-serve-{self.port}-", suffix=".log", delete=False
         )
-        argv = server_argv(model, port=self.port, extra=extra, python=sys.executable)
+        argv = server_argv(
+            model, port=self.port, extra=extra, python=sys.executable, name_processor=name_processor
+        )
         self.process = subprocess.Popen(
             argv, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )

@@ -65,6 +65,16 @@ def test_ratio_is_time_of_ours_over_the_other_and_targets_are_upper_bounds() -> 
     assert Row("z", row.ours, row.other).met is None
 
 
+def test_paired_ratios_compare_the_runs_of_one_round() -> None:
+    ours = Timing("ours", [1.0, 2.0, 3.0, 4.0, 5.0])
+    other = Timing("other", [2.0, 2.0, 2.0, 2.0, 2.0])
+    row = Row("x", ours, other)
+    assert row.paired_ratios == [0.5, 1.0, 1.5, 2.0, 2.5]
+    assert row.paired_range == pytest.approx((1.0, 2.0))  # quartiles, inclusive
+    assert Row("y", Timing("a", [1.0, 3.0]), Timing("b", [2.0, 2.0])).paired_range == (0.5, 1.5)
+    assert Row("z", ours, Timing("c", [1.0])).paired_ratios == []  # not from one measure()
+
+
 def test_measure_interleaves_and_rotates_the_order() -> None:
     calls: list[str] = []
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
 
 from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan
-from s1_integrations.engine.processor import BudgetForcingLogitsProcessor
+from s1_integrations.engine.processor import (
+    PROCESSOR_FQCN,
+    BudgetForcingLogitsProcessor,
+    BudgetForcingPlugin,
+)
 
 V = 16
 END, EOS, WAIT, A, B = 10, 11, 12, 1, 2
@@ -161,3 +168,96 @@ def test_a_mixed_batch_decides_each_row_by_its_own_rules() -> None:
     assert forced_token(out[1]) == WAIT  # sampled attempt, extension due
     assert out[2, EOS] == NEG and out[2, END] == 0.0  # END alone is no attempt for this plan
     assert torch.equal(out[3], logits_preferring(A)[0])  # greedy, no attempt: untouched
+
+
+# -- asynchronous scheduling and the entry-point plugin ------------------------------------
+
+
+def vllm_config(*, async_scheduling: bool, named: tuple[object, ...] = ()) -> Any:
+    """The two settings the processors read from vLLM's configuration."""
+    return SimpleNamespace(
+        scheduler_config=SimpleNamespace(async_scheduling=async_scheduling),
+        model_config=SimpleNamespace(logits_processors=list(named) or None),
+    )
+
+
+def test_tokens_are_read_at_sampling_time_as_asynchronous_scheduling_fills_them_in() -> None:
+    """vLLM appends a -1 placeholder for the token in flight and writes the real id just before
+    sampling: the second token of a forced phrase must follow the first, not repeat it."""
+    proc = processor()
+    out: list[int] = []
+    plan = ForcingPlan(end=(END,), eos=(EOS,), phrases=((WAIT, B),), extensions=1)
+    p = SamplingParams(temperature=0.0, extra_args={EXTRA_ARGS_KEY: plan.to_extra_args()})
+    proc.update_state(update(added=[(0, p, None, out)], size=1))
+    assert forced_token(proc.apply(logits_preferring(END, rows=1))[0]) == WAIT
+    out.append(-1)  # the worker's bookkeeping after the step
+    proc.update_state(None)  # the next step's batch update: the token is not known yet
+    out[-1] = WAIT  # vLLM's repair, right before sampling
+    assert forced_token(proc.apply(logits_preferring(A, rows=1))[0]) == B
+    out.append(-1)
+    proc.update_state(None)
+    out[-1] = B
+    logits = logits_preferring(A, rows=1)
+    assert torch.equal(proc.apply(logits.clone()), logits)  # free thinking again
+    assert proc.requests[0].state.extension_positions == [0]
+    assert proc.requests[0].state.thinking_tokens == 2
+
+
+def test_a_placeholder_never_filled_in_leaves_the_row_alone_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    proc = processor()
+    out: list[int] = []
+    proc.update_state(update(added=[(0, params(max_thinking=1), None, out)], size=1))
+    out.append(-1)
+    logits = logits_preferring(A, rows=1)
+    with caplog.at_level("ERROR", logger="s1_integrations.engine.processor"):
+        assert torch.equal(proc.apply(logits.clone()), logits)
+        proc.apply(logits.clone())
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1  # once, not every step
+    assert "--logits-processors" in errors[0].getMessage()
+    out[-1] = A  # once the token is known, the cap applies
+    assert forced_token(proc.apply(logits_preferring(A, rows=1))[0]) == END
+
+
+@pytest.mark.parametrize(
+    ("config", "active"),
+    [
+        (vllm_config(async_scheduling=False), True),  # stock server on the CPU
+        (vllm_config(async_scheduling=True), False),  # stock server on a GPU: sees no tokens
+        (vllm_config(async_scheduling=False, named=(PROCESSOR_FQCN,)), False),  # would run twice
+        (vllm_config(async_scheduling=True, named=(BudgetForcingLogitsProcessor,)), False),
+        # Another processor named: vLLM fills tokens in for every processor, the plugin's too.
+        (vllm_config(async_scheduling=True, named=("other.module:Processor",)), True),
+        (vllm_config(async_scheduling=False, named=("other.module:Processor",)), True),
+    ],
+    ids=["sync", "async", "named", "named-class", "async-other-named", "sync-other-named"],
+)
+def test_the_plugin_steps_aside_where_it_would_run_twice_or_see_no_tokens(
+    config: Any, active: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="s1_integrations.engine.processor"):
+        plugin = BudgetForcingPlugin(config, torch.device("cpu"), False)
+    assert plugin.active is active
+    out: list[int] = []
+    plugin.update_state(update(added=[(0, params(max_thinking=0), None, out)], size=1))
+    logits = logits_preferring(A, rows=1)
+    result = plugin.apply(logits.clone())
+    if active:
+        assert forced_token(result[0]) == END
+    else:
+        assert plugin.requests == {}
+        assert torch.equal(result, logits)
+    warned = [r for r in caplog.records if "--logits-processors" in r.getMessage()]
+    # Only where budgets would stop working does it warn; stepping aside for the named
+    # processor is the intended set-up.
+    expect_warning = not active and not config.model_config.logits_processors
+    assert len(warned) == (1 if expect_warning else 0)
+
+
+def test_the_processor_named_by_vllm_never_steps_aside() -> None:
+    proc = BudgetForcingLogitsProcessor(
+        vllm_config(async_scheduling=True, named=(PROCESSOR_FQCN,)), torch.device("cpu"), False
+    )
+    assert proc.active is True

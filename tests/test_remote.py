@@ -31,8 +31,7 @@ from s1_integrations import (
 from s1_integrations.adapters.langchain import ChatBudgetForced
 from s1_integrations.adapters.llama_index import BudgetForcedLLM
 from s1_integrations.core.forcing import ForcingPlan
-from s1_integrations.engine.engine import PROCESSOR_FQCN
-from s1_integrations.engine.processor import BudgetForcingLogitsProcessor
+from s1_integrations.engine.processor import PROCESSOR_FQCN, BudgetForcingPlugin
 from s1_integrations.engine.remote import RemoteConfig, RemoteEngine, completion_body
 from servers import VllmServer, free_port
 
@@ -54,11 +53,10 @@ BUDGETS = [
 @pytest.fixture(scope="module")
 def servers() -> Iterator[dict[str, VllmServer]]:
     """Both servers start together (each takes a minute or two on the CPU)."""
-    flag = ("--logits-processors", PROCESSOR_FQCN)
     started = {
         "plugin": VllmServer(TOY, plugin=True, extra=SERVER_ARGS),
         "plain": VllmServer(TOY, plugin=False, extra=SERVER_ARGS),
-        "flagged": VllmServer(TOY, plugin=False, extra=SERVER_ARGS + flag),
+        "flagged": VllmServer(TOY, plugin=False, name_processor=True, extra=SERVER_ARGS),
     }
     try:
         for server in started.values():
@@ -109,7 +107,7 @@ def test_installing_the_package_registers_the_plugin_with_vllm() -> None:
     """The loader ``vllm serve`` runs at start-up finds the processor with no flag given."""
     from vllm.v1.sample.logits_processor import _load_custom_logitsprocs
 
-    assert BudgetForcingLogitsProcessor in _load_custom_logitsprocs(None)
+    assert BudgetForcingPlugin in _load_custom_logitsprocs(None)
 
 
 def test_the_processor_also_loads_with_the_logits_processors_flag(
@@ -444,6 +442,8 @@ def test_serve_runs_vllms_own_server_with_processed_logprobs() -> None:
         "8123",
         "--logprobs-mode",
         "processed_logprobs",
+        "--logits-processors",
+        PROCESSOR_FQCN,
         "--max-num-seqs",
         "4",
         "--dtype",

@@ -16,20 +16,16 @@ import itertools
 import logging
 import os
 import weakref
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from s1_integrations.engine.bridge import _DONE, EngineClosedError, EngineError, LoopBridge
-from s1_integrations.engine.processor import BudgetForcingLogitsProcessor
+from s1_integrations.engine.processor import PROCESSOR_FQCN, names_processor
 
 __all__ = ["CPU_KV_CACHE_BYTES", "EngineClosedError", "EngineError", "InProcessEngine"]
 
 logger = logging.getLogger(__name__)
 
-PROCESSOR_FQCN = (
-    f"{BudgetForcingLogitsProcessor.__module__}:{BudgetForcingLogitsProcessor.__name__}"
-)
 CPU_KV_CACHE_BYTES = 2 * 1024**3  # default KV cache on the CPU backend (2 GiB)
 
 
@@ -53,12 +49,6 @@ def _freeze_gc_heap() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-def _processor_installed_as_plugin() -> bool:
-    """vLLM loads entry-point plugins itself; passing the class again would apply it twice."""
-    group = metadata.entry_points(group="vllm.logits_processors")
-    return any(ep.value == PROCESSOR_FQCN for ep in group)
 
 
 def _check_model_path(model: str) -> None:
@@ -120,11 +110,13 @@ class InProcessEngine(LoopBridge):
         args = dict(engine_args)
         # Forced tokens are marked by a processed log-probability of exactly 0.
         args.setdefault("logprobs_mode", "processed_logprobs")
+        # By name even where the entry-point plugin is installed: only processors vLLM is
+        # given by name see the sampled tokens under asynchronous scheduling (the GPU
+        # default); the plugin then steps aside (see engine/processor.py).
         processors = list(args.pop("logits_processors", None) or [])
-        if not _processor_installed_as_plugin() and PROCESSOR_FQCN not in processors:
+        if not any(names_processor(p) for p in processors):
             processors.append(PROCESSOR_FQCN)
-        if processors:
-            args["logits_processors"] = processors
+        args["logits_processors"] = processors
         args.setdefault("disable_log_stats", True)
         # Constrained answers (tool calls, structured output) without whitespace padding,
         # which small models otherwise fill their answer budget with.

@@ -5,13 +5,20 @@ processor feeds it the newly sampled tokens and then, per row, either forces one
 other logits ``-inf``), or lets the model try to stop thinking and replaces the attempt, or
 does nothing. Requests without the key cost nothing beyond a dict lookup when they join.
 
-It also loads by import path (``vllm serve --logits-processors
-s1_integrations.engine.processor:BudgetForcingLogitsProcessor``) and through the
-``vllm.logits_processors`` entry point this package installs.
+Tokens are read in :meth:`~BudgetForcingLogitsProcessor.apply`, not in ``update_state``:
+under asynchronous scheduling (vLLM's default on GPUs since 0.27) the worker's output lists
+hold a ``-1`` placeholder for the token still being sampled when ``update_state`` runs, and
+vLLM writes the real id in only right before sampling, and only for processors it was given
+by name (``logits_processors`` / ``--logits-processors``). So this class is loaded by import
+path (:data:`PROCESSOR_FQCN`), which the in-process engine and ``s1-integrations serve`` both
+do. The ``vllm.logits_processors`` entry point this package installs loads
+:class:`BudgetForcingPlugin`, which steps aside wherever it would run twice or could not see
+the tokens.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +36,8 @@ from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan, ForcingSta
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
+
+logger = logging.getLogger(__name__)
 
 _GREEDY_EPS = 1e-5
 
@@ -53,6 +62,8 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         self.device = device
         self.requests: dict[int, _Request] = {}
         self._id_tensors: dict[tuple[int, ...], torch.Tensor] = {}  # stop ids, built once
+        self.active = True  # False: this instance leaves every request alone
+        self._warned_unseen = False
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
@@ -72,10 +83,10 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         return False  # forcing and suppression change the greedy choice
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
-        if batch_update is not None:
+        # Only membership changes here: the newest token may still be a placeholder (see the
+        # module docstring), so tokens are read in apply().
+        if batch_update is not None and self.active:
             self._apply_batch_update(batch_update)
-        for request in self.requests.values():
-            self._catch_up(request)
 
     def _apply_batch_update(self, update: BatchUpdate) -> None:
         # vLLM's order: removals, then additions (which may reuse a freed index), then moves.
@@ -103,22 +114,28 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 self.requests[a] = b_req
 
     @staticmethod
-    def _catch_up(request: _Request) -> None:
+    def _catch_up(request: _Request) -> bool:
+        """Feed the state the tokens sampled since the last step; ``False`` if one is unknown."""
         output_ids = request.output_ids
         while request.consumed < len(output_ids):
             token = output_ids[request.consumed]
-            if token < 0:  # a placeholder for a token still in flight
-                break
+            if token < 0:  # a placeholder vLLM has not filled in (asynchronous scheduling)
+                return False
             request.state.observe(token)
             request.consumed += 1
+        return True
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        # vLLM has written the previous step's tokens into the output lists by now.
         if not self.requests:
             return logits
         forced_rows: list[int] = []
         forced_tokens: list[int] = []
         deciding: list[tuple[int, _Request]] = []
         for index, request in self.requests.items():
+            if not self._catch_up(request):
+                self._unseen_token(index)
+                continue
             state = request.state
             if state.phase is Phase.FINISHED or index >= logits.shape[0]:
                 continue
@@ -136,6 +153,22 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             logits.index_fill_(0, rows, float("-inf"))  # not logits[rows] = ...: see _decide
             logits[rows, tokens] = 0.0
         return logits
+
+    def _unseen_token(self, index: int) -> None:
+        """A token vLLM never filled in: acting on a stale state would force the wrong token.
+
+        Unreachable where the processor was given by name (vLLM then fills placeholders in
+        before sampling); said once, loudly, rather than corrupting the request.
+        """
+        if not self._warned_unseen:
+            self._warned_unseen = True
+            logger.error(
+                "s1 budget forcing: row %d's last token is still a placeholder at sampling time,"
+                " so its budget is not applied this step; load the processor with "
+                "--logits-processors %s (or disable asynchronous scheduling)",
+                index,
+                PROCESSOR_FQCN,
+            )
 
     def _decide(
         self,
@@ -189,3 +222,50 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 ids = self._id_tensors[attempt_ids] = torch.tensor(attempt_ids, device=device)
             rows = torch.tensor(mask_rows, device=device).unsqueeze(1)
             logits[rows, ids] = float("-inf")
+
+
+#: How vLLM loads the processor by name (``logits_processors=[...]``, ``--logits-processors``).
+PROCESSOR_FQCN = (
+    f"{BudgetForcingLogitsProcessor.__module__}:{BudgetForcingLogitsProcessor.__qualname__}"
+)
+
+
+class BudgetForcingPlugin(BudgetForcingLogitsProcessor):
+    """What the ``vllm.logits_processors`` entry point loads into every vLLM beside this package.
+
+    vLLM loads entry-point plugins in addition to the processors it is given by name, so where
+    the processor is also named (the in-process engine, ``s1-integrations serve``) this copy
+    steps aside instead of forcing every token twice. Under asynchronous scheduling with no
+    processor named at all, vLLM never shows plugins the sampled tokens, so it steps aside too,
+    with a warning naming the flag; a budget-aware client then finds no forcing and runs in
+    rounds.
+    """
+
+    def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool):
+        super().__init__(vllm_config, device, is_pin_memory)
+        if vllm_config is None:  # driven directly (tests): nothing to step aside for
+            return
+        named = getattr(vllm_config.model_config, "logits_processors", None) or ()
+        if any(names_processor(entry) for entry in named):
+            self.active = False
+            logger.debug("s1 budget forcing plugin: the processor is named; stepping aside")
+        elif getattr(vllm_config.scheduler_config, "async_scheduling", False) and not named:
+            # vLLM fills placeholders in only where some processor was given by name.
+            self.active = False
+            logger.warning(
+                "s1 budget forcing is off: with asynchronous scheduling vLLM shows sampled "
+                "tokens only to processors given by name; start vLLM with --logits-processors "
+                "%s (s1-integrations serve does) or with --no-async-scheduling",
+                PROCESSOR_FQCN,
+            )
+
+
+def names_processor(entry: object) -> bool:
+    """Whether a ``logits_processors`` entry names the processor (by import path or class)."""
+    if entry == PROCESSOR_FQCN:
+        return True
+    return (
+        isinstance(entry, type)
+        and issubclass(entry, BudgetForcingLogitsProcessor)
+        and not issubclass(entry, BudgetForcingPlugin)
+    )

