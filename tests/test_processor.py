@@ -10,7 +10,7 @@ import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
 
-from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan
+from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan, Phase
 from s1_integrations.engine.processor import (
     PROCESSOR_FQCN,
     BudgetForcingLogitsProcessor,
@@ -261,3 +261,99 @@ def test_the_processor_named_by_vllm_never_steps_aside() -> None:
         vllm_config(async_scheduling=True, named=(PROCESSOR_FQCN,)), torch.device("cpu"), False
     )
     assert proc.active is True
+
+
+# -- deciding on the device (the GPU path), driven here on the CPU ------------------------
+
+PLANS = [
+    ForcingPlan(end=(END,), eos=(EOS,), phrases=((WAIT, B),), extensions=2),
+    ForcingPlan(end=(END,), eos=(EOS,), phrases=((WAIT,),), min_thinking=12),
+    ForcingPlan(end=(END,), eos=(EOS,), phrases=((WAIT,),), max_thinking=9, conclusion=(A, B)),
+    ForcingPlan(end=(END,), eos=(EOS,), phrases=((WAIT, A, B),), extensions=3, max_thinking=30),
+    ForcingPlan(end=(END,), eos=(EOS,), max_thinking=0, max_answer=4),
+    ForcingPlan(end=(END,), eos=(EOS,), phrases=((WAIT,),), extensions=1, max_answer=6),
+]
+
+
+def decode(decide_on_device: bool, seed: int) -> tuple[list[list[int]], list[tuple[object, ...]]]:
+    """A greedy decoding loop over random logits that often try to stop, as vLLM drives it.
+
+    Row 5 samples (temperature 1): it takes the host path in both modes, so the two runs
+    must still agree on it.
+    """
+    proc = processor()
+    proc.decide_on_device = decide_on_device
+    outs: list[list[int]] = [[] for _ in PLANS]
+    added = []
+    for i, plan in enumerate(PLANS):
+        temperature = 1.0 if i == 5 else 0.0
+        p = SamplingParams(
+            temperature=temperature, seed=i, extra_args={EXTRA_ARGS_KEY: plan.to_extra_args()}
+        )
+        added.append((i, p, None, outs[i]))
+    proc.update_state(update(added=added, size=len(PLANS)))
+    gen = torch.Generator().manual_seed(seed)
+    done = [False] * len(PLANS)
+    for _ in range(80):
+        logits = torch.randn(len(PLANS), V, generator=gen)
+        tries = torch.rand(len(PLANS), generator=gen)
+        logits[tries < 0.3, END] += 8.0  # attempts to stop thinking
+        logits[(tries > 0.3) & (tries < 0.4), EOS] += 8.0  # and to stop altogether
+        logits[(tries > 0.4) & (tries < 0.5), WAIT] += 8.0  # the model's own "Wait"
+        sampled = proc.apply(logits).argmax(dim=-1).tolist()
+        proc.update_state(None)
+        for i, token in enumerate(sampled):
+            if not done[i]:
+                outs[i].append(token)
+                done[i] = token == EOS  # vLLM stops the request at end of sequence
+    for request in proc.requests.values():
+        BudgetForcingLogitsProcessor._catch_up(request)
+    states = [
+        (
+            s.phase,
+            s.thinking_tokens,
+            s.answer_tokens,
+            s.inserted,
+            tuple(s.extension_positions),
+            s.ended_by,
+            s.thinking_end,
+        )
+        for s in (proc.requests[i].state for i in range(len(PLANS)))
+    ]
+    return outs, states
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_deciding_on_the_device_forces_exactly_what_deciding_on_the_host_does(seed: int) -> None:
+    host_outs, host_states = decode(decide_on_device=False, seed=seed)
+    device_outs, device_states = decode(decide_on_device=True, seed=seed)
+    assert device_outs == host_outs
+    assert device_states == host_states
+    # The loop really exercised forcing: phrases were inserted and blocks ended both ways.
+    assert sum(s[3] for s in host_states) > 0
+    assert {s[5] for s in host_states} >= {"budget"}
+
+
+def test_on_the_device_an_attempt_is_read_back_with_the_next_token() -> None:
+    proc = processor()
+    proc.decide_on_device = True
+    out: list[int] = []
+    plan = ForcingPlan(end=(END,), eos=(EOS,), phrases=((WAIT, B),), extensions=1)
+    p = SamplingParams(temperature=0.0, extra_args={EXTRA_ARGS_KEY: plan.to_extra_args()})
+    proc.update_state(update(added=[(0, p, None, out)], size=1))
+    assert forced_token(proc.apply(logits_preferring(END, rows=1))[0]) == WAIT
+    state = proc.requests[0].state
+    assert state.inserted == 0  # not read back yet: nothing waited for the device
+    out.append(WAIT)
+    assert forced_token(proc.apply(logits_preferring(A, rows=1))[0]) == B
+    assert state.inserted == 1 and state.extension_positions == [0]
+    out.append(B)
+    logits = logits_preferring(A, rows=1)
+    assert torch.equal(proc.apply(logits.clone()), logits)  # no attempt: the row is untouched
+    out.append(A)
+    assert forced_token(proc.apply(logits_preferring(END, rows=1))[0]) == END  # may stop now
+    out.append(END)
+    proc.update_state(None)
+    BudgetForcingLogitsProcessor._catch_up(proc.requests[0])
+    assert state.phase is Phase.ANSWERING and state.ended_by == "model"
+    assert state.thinking_tokens == 3

@@ -33,15 +33,17 @@ def _worker_forcing_state(worker: Any) -> dict[str, Any]:
     calls every step, in ``argmax_invariant`` and ``non_argmax_invariant`` (``all`` chains both).
     """
 
-    from s1_integrations.engine.processor import BudgetForcingLogitsProcessor
+    from s1_integrations.engine.processor import BudgetForcingLogitsProcessor, BudgetForcingPlugin
 
     runner = worker.model_runner
     batch = runner.input_batch
-    ours = [p for p in batch.logitsprocs.all if isinstance(p, BudgetForcingLogitsProcessor)]
+    loaded = [p for p in batch.logitsprocs.all if isinstance(p, BudgetForcingLogitsProcessor)]
+    ours = [p for p in loaded if p.active]
     return {
         "pid": os.getpid(),
         "parent_pid": os.getppid(),
         "processors": len(ours),
+        "plugins_aside": sum(isinstance(p, BudgetForcingPlugin) and not p.active for p in loaded),
         "rows": sorted(row for p in ours for row in p.requests),
         "batch_requests": list(batch.req_ids),
         "runner_requests": len(runner.requests),
@@ -57,7 +59,10 @@ def forcing_state(generator: Any) -> dict[str, Any]:
         (state,) = engine._call(engine._llm.collective_rpc(_worker_forcing_state, timeout=60))
     finally:
         cloudpickle.unregister_pickle_by_value(module)
-    assert state["processors"] == 1, state  # loaded once, not twice (plugin and argument)
+    # Named by the engine and loaded again as the installed plugin, which steps aside: one
+    # instance forces, not two.
+    assert state["processors"] == 1, state
+    assert state["plugins_aside"] == 1, state
     return state
 
 

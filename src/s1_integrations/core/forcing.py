@@ -207,6 +207,15 @@ class ForcingState:
                 self._enqueue(plan.eos[:1], _Kind.EOS)
         return self._queue[0][0] if self._queue else None
 
+    def replacement(self) -> int:
+        """What :meth:`end_attempt` would return now, without recording an attempt.
+
+        Lets the processor prepare the replacement before it knows whether the model tries
+        to stop (on a GPU that is decided on the device, and read back a step later).
+        """
+        phrase = self.extension_due()
+        return phrase[0] if phrase is not None else self.plan.end[0]
+
     def end_attempt(self) -> int:
         """The model tried to end its thinking: extend it, or close the block properly."""
         assert self.phase is Phase.THINKING and not self._queue

@@ -5,6 +5,12 @@ processor feeds it the newly sampled tokens and then, per row, either forces one
 other logits ``-inf``), or lets the model try to stop thinking and replaces the attempt, or
 does nothing. Requests without the key cost nothing beyond a dict lookup when they join.
 
+On a GPU the host must not wait for the device inside a step (that would undo vLLM's
+overlap of scheduling with the forward pass), so greedy rows are decided on the device and
+read back with their next token, and indices travel through pinned memory, as vLLM's own
+processors do; sampled rows, whose draw uses the request's own random stream, are still
+decided on the host.
+
 Tokens are read in :meth:`~BudgetForcingLogitsProcessor.apply`, not in ``update_state``:
 under asynchronous scheduling (vLLM's default on GPUs since 0.27) the worker's output lists
 hold a ``-1`` placeholder for the token still being sampled when ``update_state`` runs, and
@@ -42,6 +48,31 @@ logger = logging.getLogger(__name__)
 _GREEDY_EPS = 1e-5
 
 
+class _Decisions:
+    """Which rows of one step tried to stop, decided on the device and read back later.
+
+    The copy to host memory is queued behind the step's kernels; it is read when the row's
+    next token shows up, by which time vLLM has itself waited for that step's sampled tokens.
+    The event makes the read safe without relying on that.
+    """
+
+    def __init__(self, attempts: torch.Tensor, pin_memory: bool) -> None:
+        self._host = torch.empty(attempts.shape, dtype=torch.bool, pin_memory=pin_memory)
+        self._host.copy_(attempts, non_blocking=pin_memory)
+        self._event: torch.cuda.Event | None = None
+        if attempts.is_cuda:
+            self._event = torch.cuda.Event()
+            self._event.record()
+        self._values: list[bool] | None = None
+
+    def __getitem__(self, j: int) -> bool:
+        if self._values is None:
+            if self._event is not None:
+                self._event.synchronize()
+            self._values = self._host.tolist()
+        return self._values[j]
+
+
 @dataclass
 class _Request:
     state: ForcingState
@@ -49,6 +80,7 @@ class _Request:
     consumed: int
     temperature: float
     rng: random.Random
+    decided: tuple[_Decisions, int] | None = None  # an attempt decided but not yet read
 
     @property
     def greedy(self) -> bool:
@@ -64,6 +96,11 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         self._id_tensors: dict[tuple[int, ...], torch.Tensor] = {}  # stop ids, built once
         self.active = True  # False: this instance leaves every request alone
         self._warned_unseen = False
+        # On a GPU, reading the argmax back every step would make the host wait for each
+        # forward pass, which defeats vLLM's asynchronous scheduling: greedy rows are decided
+        # on the device instead (see _decide_on_device).
+        self.decide_on_device = device.type != "cpu"
+        self._pin_memory = is_pin_memory
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
@@ -121,6 +158,11 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             token = output_ids[request.consumed]
             if token < 0:  # a placeholder vLLM has not filled in (asynchronous scheduling)
                 return False
+            if request.decided is not None:  # this token is the one decided on the device
+                decisions, j = request.decided
+                request.decided = None
+                if decisions[j]:
+                    request.state.end_attempt()
             request.state.observe(token)
             request.consumed += 1
         return True
@@ -145,14 +187,51 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 forced_tokens.append(token)
             elif state.phase is Phase.THINKING:
                 deciding.append((index, request))
+        if deciding and self.decide_on_device:
+            greedy = [(i, r) for i, r in deciding if r.greedy]
+            if greedy:
+                self._decide_on_device(logits, greedy)
+                deciding = [(i, r) for i, r in deciding if not r.greedy]
         if deciding:
             self._decide(logits, deciding, forced_rows, forced_tokens)
         if forced_rows:
-            rows = torch.tensor(forced_rows, device=logits.device)
-            tokens = torch.tensor(forced_tokens, device=logits.device)
+            rows = self._to_device(forced_rows, logits.device)
+            tokens = self._to_device(forced_tokens, logits.device)
             logits.index_fill_(0, rows, float("-inf"))  # not logits[rows] = ...: see _decide
             logits[rows, tokens] = 0.0
         return logits
+
+    def _to_device(self, values: list[int], device: torch.device) -> torch.Tensor:
+        """Indices for the device without waiting for it (pinned memory, as vLLM's own do)."""
+        host = torch.tensor(values, dtype=torch.int64, pin_memory=self._pin_memory)
+        return host.to(device, non_blocking=self._pin_memory)
+
+    def _decide_on_device(self, logits: torch.Tensor, greedy: list[tuple[int, _Request]]) -> None:
+        """Greedy rows: where the argmax tries to stop, force the replacement; read it later.
+
+        The same outcome as :meth:`_decide` (an attempt becomes the phrase or a proper end of
+        thinking, anything else is left alone) without the host reading the argmax now. Which
+        rows tried is copied back behind the step and read with their next token (_catch_up),
+        where the state records the attempt before observing its replacement.
+        """
+        device = logits.device
+        by_ids: dict[tuple[int, ...], list[tuple[int, _Request]]] = {}
+        for index, request in greedy:
+            by_ids.setdefault(request.state.plan.end_attempt_ids, []).append((index, request))
+        for attempt_ids, group in by_ids.items():
+            rows = self._to_device([i for i, _ in group], device)
+            replacements = self._to_device([r.state.replacement() for _, r in group], device)
+            ids = self._id_tensors.get(attempt_ids)
+            if ids is None:
+                ids = self._id_tensors[attempt_ids] = torch.tensor(attempt_ids, device=device)
+            sub = logits.index_select(0, rows)
+            attempts = torch.isin(sub.argmax(dim=-1), ids)
+            forced = torch.full_like(sub, float("-inf"))
+            forced.scatter_(1, replacements.unsqueeze(1), 0.0)
+            logits.index_copy_(0, rows, torch.where(attempts.unsqueeze(1), forced, sub))
+            decisions = _Decisions(attempts, self._pin_memory)
+            for j, (_, request) in enumerate(group):
+                request.decided = (decisions, j)
 
     def _unseen_token(self, index: int) -> None:
         """A token vLLM never filled in: acting on a stale state would force the wrong token.
