@@ -255,6 +255,16 @@ def measure_variant(
             )
     total = sum(counts)
     same = all(n == total for n in forced_tokens) and t["plain vLLM (final only)"].tokens == total
+    # Budgets honoured exactly (the processor saw every token, e.g. under async scheduling).
+    cap, answer_cap = b.max_thinking_tokens, b.max_answer_tokens
+    off_budget = [
+        i
+        for i, r in enumerate(first)
+        if (cap is not None and r.thinking_tokens > cap)
+        or (r.thinking_ended_by == "budget" and r.thinking_tokens != cap)
+        or r.extensions > b.extensions
+        or (answer_cap is not None and r.answer_tokens > answer_cap)
+    ]
     report.notes.append(
         f"budget {b.model_dump(exclude_defaults=True)}; {total} tokens per run "
         f"({min(counts)}..{max(counts)} per prompt), "
@@ -263,6 +273,7 @@ def measure_variant(
         f"{first_s:.2f} s (with prepare); "
         f"forced token totals over the repeats {sorted(set(forced_tokens))}"
         + ("" if same else " (DIFFER from the plain runs' count)")
+        + (f"; OFF BUDGET: requests {off_budget}" if off_budget else "; every budget exact")
     )
     data = {
         "budget": b.model_dump(),
@@ -275,6 +286,7 @@ def measure_variant(
         },
         "forced_tokens_per_repeat": forced_tokens,
         "same_tokens": same,
+        "off_budget": off_budget,
         "seconds": {k: v.seconds for k, v in t.items()},
         "medians": {k: v.median for k, v in t.items()},
         "ratio_final_only": t["single-pass"].median / t["plain vLLM (final only)"].median,

@@ -221,6 +221,7 @@ def test_the_gpu_script_runs_end_to_end_on_a_tiny_model(tmp_path: Path) -> None:
     for name, variant in payload["variants"].items():
         medians = variant["medians"]
         assert variant["same_tokens"] is True, name
+        assert variant["off_budget"] == [], name
         assert variant["ratio_final_only"] == pytest.approx(
             medians["single-pass"] / medians["plain vLLM (final only)"]
         )
