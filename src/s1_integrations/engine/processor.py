@@ -206,6 +206,13 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         host = torch.tensor(values, dtype=torch.int64, pin_memory=self._pin_memory)
         return host.to(device, non_blocking=self._pin_memory)
 
+    def _ids_tensor(self, ids: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        """A plan's stop-attempt ids on the device, built once per distinct set."""
+        tensor = self._id_tensors.get(ids)
+        if tensor is None:
+            tensor = self._id_tensors[ids] = torch.tensor(ids, device=device)
+        return tensor
+
     def _decide_on_device(self, logits: torch.Tensor, greedy: list[tuple[int, _Request]]) -> None:
         """Greedy rows: where the argmax tries to stop, force the replacement; read it later.
 
@@ -221,9 +228,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         for attempt_ids, group in by_ids.items():
             rows = self._to_device([i for i, _ in group], device)
             replacements = self._to_device([r.state.replacement() for _, r in group], device)
-            ids = self._id_tensors.get(attempt_ids)
-            if ids is None:
-                ids = self._id_tensors[attempt_ids] = torch.tensor(attempt_ids, device=device)
+            ids = self._ids_tensor(attempt_ids, device)
             sub = logits.index_select(0, rows)
             attempts = torch.isin(sub.argmax(dim=-1), ids)
             forced = torch.full_like(sub, float("-inf"))
@@ -272,7 +277,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         argmax = logits.argmax(dim=-1).tolist() if len(sampled) < len(deciding) else []
         p_stop: dict[int, float] = {}
         if sampled:
-            rows = torch.tensor([deciding[k][0] for k in sampled], device=device)
+            rows = self._to_device([deciding[k][0] for k in sampled], device)
             sub = logits.index_select(0, rows)
             temps = torch.tensor(
                 [max(deciding[k][1].temperature, _GREEDY_EPS) for k in sampled],
@@ -296,11 +301,8 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             elif not request.greedy:  # a greedy row's argmax is not an attempt: nothing to mask
                 masked.setdefault(attempt_ids, []).append(index)
         for attempt_ids, mask_rows in masked.items():
-            ids = self._id_tensors.get(attempt_ids)
-            if ids is None:
-                ids = self._id_tensors[attempt_ids] = torch.tensor(attempt_ids, device=device)
-            rows = torch.tensor(mask_rows, device=device).unsqueeze(1)
-            logits[rows, ids] = float("-inf")
+            rows = self._to_device(mask_rows, device).unsqueeze(1)
+            logits[rows, self._ids_tensor(attempt_ids, device)] = float("-inf")
 
 
 #: How vLLM loads the processor by name (``logits_processors=[...]``, ``--logits-processors``).
