@@ -15,6 +15,31 @@ from s1_integrations.core.budget import ThinkingBudget
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
 
+#: Set to 1 (or pass --verbose) to see vLLM's and transformers' own log lines.
+VERBOSE_ENV = "S1_VERBOSE"
+
+
+@app.callback()
+def _quiet_engines(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help=f"Show vLLM's log lines (or {VERBOSE_ENV}=1).")
+    ] = False,
+) -> None:
+    """Keep vLLM's start-up logging out of the output unless asked for.
+
+    vLLM reads its level when it is first imported, in this process and in the engine
+    processes it spawns (they inherit the environment), so it is set here, before any import.
+    A level the user set explicitly is kept.
+    """
+    import os
+
+    if verbose or os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
+        return
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
 ModelOption = Annotated[
     str | None, typer.Option("--model", "-m", help="Model path or id (default: the toy reasoner).")
 ]
@@ -95,47 +120,92 @@ def ask(
 
 DEMO_BUDGETS: list[tuple[str, ThinkingBudget]] = [
     ("answer at once (cap 0)", ThinkingBudget(max_thinking_tokens=0)),
-    ("cap 8", ThinkingBudget(max_thinking_tokens=8)),
-    ("cap 24", ThinkingBudget(max_thinking_tokens=24)),
-    ("no budget", ThinkingBudget()),
+    ("cap 4", ThinkingBudget(max_thinking_tokens=4)),
+    ("natural thinking", ThinkingBudget()),
     ("1 extension (Wait)", ThinkingBudget(extensions=1)),
     ("2 extensions", ThinkingBudget(extensions=2)),
-    ("min 60 tokens", ThinkingBudget(min_thinking_tokens=60)),
+    ("4 extensions", ThinkingBudget(extensions=4)),
 ]
+TOY_NAME = "toy reasoner"
+
+
+def _model_label(generator: Any, model: str | None) -> str:
+    if model is None:
+        return TOY_NAME
+    return Path(generator.model_name).name or generator.model_name
+
+
+def _s1_example(generator: Any) -> tuple[str, str] | None:
+    """A hard held-out question the toy gets wrong thinking naturally and right when extended.
+
+    Both budgets run over every hard question in one batch each; the first question where the
+    extension turns a wrong answer right is the one the demo shows.
+    """
+    from s1_integrations.scaling import exact_match, load_jsonl
+    from s1_integrations.toy import heldout_path
+
+    hard = [qa for qa in load_jsonl(heldout_path()) if qa.difficulty == "hard"]
+    questions = [qa.question for qa in hard]
+    natural = generator.generate(questions, ThinkingBudget(max_answer_tokens=32))
+    extended = generator.generate(questions, ThinkingBudget(extensions=1, max_answer_tokens=32))
+    for qa, n, e in zip(hard, natural, extended, strict=True):
+        if not exact_match(n.answer, qa.answer) and exact_match(e.answer, qa.answer):
+            return qa.question, qa.answer
+    return None
 
 
 @app.command()
 def demo(
-    question: Annotated[str, typer.Option(help="Question to ask at every budget.")] = (
-        "What is 4857 + 2968?"
-    ),
+    question: Annotated[
+        str | None,
+        typer.Option(help="Question to ask at every budget (default: a hard held-out one)."),
+    ] = None,
     model: ModelOption = None,
     engine_arg: EngineArg = None,
-    sweep_out: Annotated[
-        Path | None, typer.Option(help="Also run the scaling sweep, writing here.")
-    ] = Path("out/sweep"),
+    with_sweep: Annotated[
+        bool, typer.Option("--sweep/--no-sweep", help="Then run the scaling sweep.")
+    ] = True,
+    sweep_out: Annotated[Path, typer.Option(help="Folder for the sweep's results.")] = Path(
+        "out/sweep"
+    ),
 ) -> None:
-    """The same question at several budgets, then the accuracy-vs-thinking sweep."""
+    """One question at several budgets, then the accuracy-vs-thinking sweep."""
+    from s1_integrations.scaling import exact_match
+
     with _generator(model, engine_arg) as generator:
+        label = _model_label(generator, model)
+        reference = None
+        if question is None:
+            found = _s1_example(generator) if model is None else None
+            question, reference = found or ("What is 4857 + 2968?", "7825")
         budgets = [b for _, b in DEMO_BUDGETS]
         results = generator.generate([question] * len(budgets), budgets)
-        table = Table(title=f"{question}  (model: {Path(generator.model_name).name})")
+        title = f"{question}  ({label})"
+        if reference is not None:
+            title += f"\nreference answer: {reference}"
+        table = Table(title=title)
         table.add_column("budget", no_wrap=True)
-        for column in ("thinking tokens", "extensions", "ended by", "answer"):
-            table.add_column(column)
-        for (label, _), r in zip(DEMO_BUDGETS, results, strict=True):
+        for column in ("thinking", "Waits", "ended by"):
+            table.add_column(column, justify="right")
+        table.add_column("answer")
+        for (name, _), r in zip(DEMO_BUDGETS, results, strict=True):
+            answer = r.answer.strip()
+            if reference is not None:
+                answer += (
+                    "  [green]right[/green]"
+                    if exact_match(answer, reference)
+                    else ("  [red]wrong[/red]")
+                )
             table.add_row(
-                label,
-                str(r.thinking_tokens),
-                str(r.extensions),
-                str(r.thinking_ended_by),
-                r.answer.strip(),
+                name, str(r.thinking_tokens), str(r.extensions), str(r.thinking_ended_by), answer
             )
         console.print(table)
-        longest = max(results, key=lambda r: r.extensions)
-        console.print(Panel(longest.thinking.strip(), title="thinking with 2 extensions"))
-        if sweep_out is not None:
-            console.print("\nsweeping caps and extensions over the toy's held-out problems...")
+        console.print("thinking = thinking tokens, counted from token ids; Waits = extensions\n")
+        for index in (2, 3):
+            name, r = DEMO_BUDGETS[index][0], results[index]
+            console.print(Panel(r.thinking.strip() or "(none)", title=f"thinking, {name}"))
+        if with_sweep:
+            console.print(f"\nsweeping caps and extensions over the {TOY_NAME}'s held-out set...")
             report = _sweep(
                 generator, None, DEFAULT_CAPS, DEFAULT_EXTENSIONS, sweep_out, "exact", None
             )
@@ -158,21 +228,28 @@ def _parse_ints(text: str) -> list[int]:
 
 
 def _print_summary(report: Any) -> None:
+    labels = sorted({k for s in report.summaries for k in s.by_difficulty})
     table = Table(title="accuracy against thinking")
     table.add_column("setting", no_wrap=True)
-    for column in ("accuracy", "mean thinking", "p90", "extensions", "ended by cap", "wall s"):
+    table.add_column("accuracy", justify="right")
+    for label in labels:
+        table.add_column(label, justify="right")
+    for column in ("thinking", "p90", "Waits", "capped"):
         table.add_column(column, justify="right")
     for s in report.summaries:
         table.add_row(
             s.setting,
             f"{s.accuracy:.1%}",
+            *(f"{s.by_difficulty[k][0]:.0%}" if k in s.by_difficulty else "" for k in labels),
             f"{s.mean_thinking_tokens:.1f}",
             f"{s.p90_thinking_tokens:.0f}",
-            f"{s.mean_extensions:.2f}",
+            f"{s.mean_extensions:.1f}",
             f"{s.ended_by_cap:.0%}",
-            f"{s.wall_seconds:.1f}",
         )
     console.print(table)
+    console.print(
+        "thinking: mean thinking tokens; Waits: mean extensions; capped: share ended by the cap"
+    )
     for name, path in report.files.items():
         console.print(f"{name}: {path}")
 
@@ -202,8 +279,8 @@ def _sweep(
     )
 
 
-DEFAULT_CAPS = "0,4,8,16,24,32,48"
-DEFAULT_EXTENSIONS = "0,1,2,4"
+DEFAULT_CAPS = "0,2,4,6,8,10,12,16"
+DEFAULT_EXTENSIONS = "0,1,2,4,6,8"
 
 
 @app.command()
@@ -248,10 +325,9 @@ def serve(
     ),
 ) -> None:
     """Run vLLM's own OpenAI-compatible server with budget forcing on (extra args go to vLLM)."""
-    import os
     import shlex
 
-    from s1_integrations.engine.server import server_argv
+    from s1_integrations.engine.server import exec_server, server_argv
     from s1_integrations.toy import toy_model_path
 
     extra = list(ctx.args)
@@ -263,7 +339,7 @@ def serve(
     if dry_run:
         console.print(shlex.join(argv), soft_wrap=True)
         return
-    os.execv(argv[0], argv)
+    exec_server(argv)  # a guardian ends the engine processes if the server is killed
 
 
 def main() -> None:

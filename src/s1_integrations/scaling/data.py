@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class DatasetError(ValueError):
@@ -13,8 +13,13 @@ class DatasetError(ValueError):
 
 
 class QAPair(BaseModel):
+    """One question, its reference answer, and optionally a difficulty label to report by."""
+
+    model_config = ConfigDict(extra="forbid")
+
     question: str
     answer: str
+    difficulty: str | None = None
 
 
 def load_jsonl(path: str | Path) -> list[QAPair]:
@@ -38,7 +43,7 @@ def load_jsonl(path: str | Path) -> list[QAPair]:
                 fields = ", ".join(str(err["loc"][0]) for err in e.errors() if err["loc"])
                 raise DatasetError(
                     f"{path}:{number}: expected an object with string 'question' and 'answer'"
-                    + (f" (bad: {fields})" if fields else "")
+                    " (and optionally 'difficulty')" + (f" (bad: {fields})" if fields else "")
                 ) from None
     if not pairs:
         raise DatasetError(f"{path}: no questions")

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
+from s1_integrations.core.votes import normalise_answer as normalise
+
 Scorer = Callable[[str, str], bool]
-
-_FINAL = re.compile(r"answer is\s*(.+)", re.IGNORECASE | re.DOTALL)
-
-
-def normalise(text: str) -> str:
-    """The final answer in a canonical form: after 'answer is', no case, edge punctuation."""
-    match = _FINAL.search(text)
-    if match:
-        text = match.group(1)
-    text = " ".join(text.split()).lower()
-    return text.strip(" .,:;!?\"'`$")
 
 
 def exact_match(prediction: str, reference: str) -> bool:

@@ -54,6 +54,17 @@ class SettingSummary:
     mean_extensions: float
     ended_by_cap: float
     wall_seconds: float
+    #: Per difficulty label of the dataset (empty when it has none): accuracy, mean thinking.
+    by_difficulty: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def flat(self) -> dict[str, Any]:
+        """One CSV row: the per-difficulty figures as ``accuracy_<label>`` columns."""
+        row = asdict(self)
+        del row["by_difficulty"]
+        for label, (accuracy, thinking) in sorted(self.by_difficulty.items()):
+            row[f"accuracy_{label}"] = accuracy
+            row[f"mean_thinking_tokens_{label}"] = thinking
+        return row
 
 
 @dataclass
@@ -109,6 +120,7 @@ def run_sweep(
                     "kind": setting.kind,
                     "value": setting.value,
                     "question": qa.question,
+                    "difficulty": qa.difficulty,
                     "reference": qa.answer,
                     "answer": r.answer.strip(),
                     "correct": ok,
@@ -118,6 +130,13 @@ def run_sweep(
                 }
             )
         thinking = [r.thinking_tokens for r in results]
+        by_difficulty: dict[str, tuple[float, float]] = {}
+        for label in sorted({qa.difficulty for qa in dataset if qa.difficulty is not None}):
+            picked = [i for i, qa in enumerate(dataset) if qa.difficulty == label]
+            by_difficulty[label] = (
+                sum(correct[i] for i in picked) / len(picked),
+                statistics.fmean(thinking[i] for i in picked),
+            )
         summaries.append(
             SettingSummary(
                 setting=setting.label,
@@ -130,6 +149,7 @@ def run_sweep(
                 mean_extensions=statistics.fmean(r.extensions for r in results),
                 ended_by_cap=sum(r.thinking_ended_by == "budget" for r in results) / len(results),
                 wall_seconds=wall,
+                by_difficulty=by_difficulty,
             )
         )
     report = SweepReport(summaries=summaries, rows=rows, out_dir=out_dir)
@@ -155,7 +175,7 @@ def _write(report: SweepReport) -> None:
         for row in report.rows:
             f.write(json.dumps(row) + "\n")
     _write_csv(scratch / names["results_csv"], report.rows)
-    _write_csv(scratch / names["summary_csv"], [asdict(s) for s in report.summaries])
+    _write_csv(scratch / names["summary_csv"], [s.flat() for s in report.summaries])
     plot_scaling(report.summaries, scratch / names["plot"])
     final.mkdir(parents=True, exist_ok=True)
     for name in names.values():
