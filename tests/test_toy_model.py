@@ -167,3 +167,23 @@ def test_the_toy_calls_a_tool_in_the_template_format_and_uses_its_result(generat
     ]
     (answer,) = generator.generate([messages], ThinkingBudget(), tools=[TOOL])
     assert exact_match(answer.answer, "4242"), answer.answer
+
+
+def test_llama_index_default_query_engine_answers_on_the_toy(generator: Any) -> None:
+    """``SummaryIndex(...).as_query_engine(llm=...)`` with LlamaIndex's default prompts and mode."""
+    from llama_index.core import Document, SummaryIndex
+
+    from s1_integrations.adapters.llama_index import BudgetForcedLLM
+
+    docs = [
+        Document(text="The shop opens at nine. Our team shipped a new version last week."),
+        Document(text="Paris is the capital of France. Tokyo is a large city."),
+        Document(text="Alice has 473 apples and Bob has 59."),
+    ]
+    engine = SummaryIndex.from_documents(docs).as_query_engine(
+        llm=BudgetForcedLLM(generator=generator)
+    )
+    easy = [qa for qa in HELDOUT if qa.difficulty == "easy"][:5]
+    for qa in easy:
+        response = engine.query(qa.question)
+        assert exact_match(str(response), qa.answer), (qa.question, str(response))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,15 +33,47 @@ def _quiet_engines(
 
     vLLM reads its level when it is first imported, in this process and in the engine
     processes it spawns (they inherit the environment), so it is set here, before any import.
-    A level the user set explicitly is kept.
+    A level the user set explicitly is kept. What still reaches stderr from the engine's
+    processes (warnings printed before vLLM configures its logging, C++ warnings, load bars)
+    goes to a log file while the engine runs; see :func:`_engine_output`.
     """
-    import os
-
+    global _QUIET
     if verbose or os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
+        _QUIET = False
         return
+    _QUIET = True
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+_QUIET = True
+#: Where the engine's stderr goes in quiet mode; named on the terminal only if a command fails.
+ENGINE_LOG = Path(tempfile.gettempdir()) / "s1-integrations-engine.log"
+
+
+@contextlib.contextmanager
+def _engine_output() -> Iterator[None]:
+    """Send stderr (this process's and, inherited, the engine processes') to ENGINE_LOG.
+
+    The CLI's own output is on stdout, so it stays; a failure restores stderr first, so the
+    traceback is shown, and names the log.
+    """
+    if not _QUIET:
+        yield
+        return
+    saved = os.dup(2)
+    with ENGINE_LOG.open("ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    except BaseException:
+        os.dup2(saved, 2)
+        console.print(f"[dim]the engine's own output is in {ENGINE_LOG}[/dim]")
+        raise
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 ModelOption = Annotated[
@@ -78,18 +114,27 @@ ServerOption = Annotated[
 ]
 
 
+@contextlib.contextmanager
 def _generator(
     model: str | None, engine_args: list[str] | None, servers: list[str] | None = None
-) -> Any:
-    from s1_integrations.core.generator import BudgetForcedGenerator
+) -> Iterator[Any]:
+    """The generator a command runs on, closed at the end, the engine's output kept quiet."""
+    if servers and engine_args:
+        raise typer.BadParameter("engine arguments belong to the servers", param_hint="-e")
+    with _engine_output():
+        from s1_integrations.core.generator import BudgetForcedGenerator  # imports vLLM
 
-    if servers:
-        if engine_args:
-            raise typer.BadParameter("engine arguments belong to the servers", param_hint="-e")
-        with console.status("connecting to the vLLM servers..."):
-            return BudgetForcedGenerator.from_servers(servers, model=model)
-    with console.status("starting the vLLM engine..."):
-        return BudgetForcedGenerator(model, **_engine_args(engine_args))
+        if servers:
+            with console.status("connecting to the vLLM servers..."):
+                generator = BudgetForcedGenerator.from_servers(servers, model=model)
+        else:
+            args = _engine_args(engine_args)
+            if _QUIET:
+                args.setdefault("use_tqdm_on_load", False)
+            with console.status("starting the vLLM engine..."):
+                generator = BudgetForcedGenerator(model, **args)
+        with generator:
+            yield generator
 
 
 @app.command()
@@ -119,10 +164,10 @@ def ask(
 
 
 DEMO_BUDGETS: list[tuple[str, ThinkingBudget]] = [
-    ("answer at once (cap 0)", ThinkingBudget(max_thinking_tokens=0)),
+    ("cap 0", ThinkingBudget(max_thinking_tokens=0)),
     ("cap 4", ThinkingBudget(max_thinking_tokens=4)),
-    ("natural thinking", ThinkingBudget()),
-    ("1 extension (Wait)", ThinkingBudget(extensions=1)),
+    ("natural", ThinkingBudget()),
+    ("1 extension", ThinkingBudget(extensions=1)),
     ("2 extensions", ThinkingBudget(extensions=2)),
     ("4 extensions", ThinkingBudget(extensions=4)),
 ]
@@ -187,29 +232,29 @@ def demo(
         table.add_column("budget", no_wrap=True)
         for column in ("thinking", "Waits", "ended by"):
             table.add_column(column, justify="right")
-        table.add_column("answer")
+        table.add_column("answer", no_wrap=True)
+        if reference is not None:
+            table.add_column("")
         for (name, _), r in zip(DEMO_BUDGETS, results, strict=True):
             answer = r.answer.strip()
+            cells = [name, str(r.thinking_tokens), str(r.extensions), str(r.thinking_ended_by)]
+            cells.append(answer)
             if reference is not None:
-                answer += (
-                    "  [green]right[/green]"
-                    if exact_match(answer, reference)
-                    else ("  [red]wrong[/red]")
-                )
-            table.add_row(
-                name, str(r.thinking_tokens), str(r.extensions), str(r.thinking_ended_by), answer
-            )
+                right = exact_match(answer, reference)
+                cells.append("[green]right[/green]" if right else "[red]wrong[/red]")
+            table.add_row(*cells)
         console.print(table)
         console.print("thinking = thinking tokens, counted from token ids; Waits = extensions\n")
         for index in (2, 3):
             name, r = DEMO_BUDGETS[index][0], results[index]
             console.print(Panel(r.thinking.strip() or "(none)", title=f"thinking, {name}"))
         if with_sweep:
-            console.print(f"\nsweeping caps and extensions over the {TOY_NAME}'s held-out set...")
+            console.print(f"\nsweeping caps and extensions over the {TOY_NAME}'s held-out set")
             report = _sweep(
                 generator, None, DEFAULT_CAPS, DEFAULT_EXTENSIONS, sweep_out, "exact", None
             )
-            _print_summary(report)
+    if with_sweep:
+        _print_summary(report)
 
 
 def _parse_caps(text: str) -> list[int | None]:
@@ -247,9 +292,7 @@ def _print_summary(report: Any) -> None:
             f"{s.ended_by_cap:.0%}",
         )
     console.print(table)
-    console.print(
-        "thinking: mean thinking tokens; Waits: mean extensions; capped: share ended by the cap"
-    )
+    console.print("thinking: mean thinking tokens; Waits: extensions; capped: ended by the cap")
     for name, path in report.files.items():
         console.print(f"{name}: {path}")
 
@@ -270,13 +313,11 @@ def _sweep(
     pairs = load_jsonl(dataset or heldout_path())
     if limit is not None:
         pairs = pairs[:limit]
-    return run_sweep(
-        generator,
-        pairs,
-        settings_for(_parse_caps(caps), _parse_ints(extensions)),
-        out,
-        scorer=get_scorer(scorer),
-    )
+    settings = settings_for(_parse_caps(caps), _parse_ints(extensions))
+    with console.status(f"{len(settings)} budget settings x {len(pairs)} questions..."):
+        return run_sweep(
+            generator, pairs, settings, out, scorer=get_scorer(scorer), progress=not _QUIET
+        )
 
 
 DEFAULT_CAPS = "0,2,4,6,8,10,12,16"

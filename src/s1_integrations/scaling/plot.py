@@ -15,6 +15,8 @@ def plot_scaling(summaries: Sequence[Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    span = max((s.mean_thinking_tokens for s in summaries), default=1.0) or 1.0
+    labelled: list[tuple[float, float]] = []
     styles = {
         "cap": ("tab:blue", "o", "cap the thinking"),
         "extend": ("tab:orange", "s", "extend with Wait"),
@@ -30,6 +32,10 @@ def plot_scaling(summaries: Sequence[Any], path: Path) -> None:
         xs, ys, _ = zip(*points, strict=True)
         ax.plot(xs, ys, marker=marker, color=color, label=name)
         for x, y, label in points:
+            # Points that share a place (caps past the natural length) get one label.
+            if any(abs(x - lx) < 0.06 * span and abs(y - ly) < 6 for lx, ly in labelled):
+                continue
+            labelled.append((x, y))
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xlabel("mean thinking tokens")
     ax.set_ylabel("accuracy (%)")
