@@ -97,3 +97,23 @@ class VllmServer:
             if all(label in series for label in wanted):
                 total += float(value)
         return total
+
+
+class S1Serve(VllmServer):
+    """``s1-integrations serve`` (the command users run) in its own process group.
+
+    Unlike :class:`VllmServer`, which runs vLLM's server module directly, this goes through
+    the CLI, so it has everything the command sets up around the server (its guardian).
+    """
+
+    def __init__(self, extra: tuple[str, ...] = ()) -> None:
+        # Not VllmServer.__init__, which would start vLLM's server module itself.
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (lives as long as the server)
+            prefix=f"s1-serve-{self.port}-", suffix=".log", delete=False
+        )
+        argv = [sys.executable, "-m", "s1_integrations.cli", "serve", "--port", str(self.port)]
+        self.process = subprocess.Popen(
+            [*argv, *extra], stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from s1_integrations.engine.bridge import _DONE, EngineClosedError, EngineError, LoopBridge
+from s1_integrations.engine.lifetime import Guardian
 from s1_integrations.engine.processor import PROCESSOR_FQCN, names_processor
 
 __all__ = ["CPU_KV_CACHE_BYTES", "EngineClosedError", "EngineError", "InProcessEngine"]
@@ -65,6 +66,12 @@ class InProcessEngine(LoopBridge):
 
     Scale out with vLLM's own arguments (``tensor_parallel_size``, ``pipeline_parallel_size``,
     ``distributed_executor_backend="ray"``): nothing here assumes one device.
+
+    Lifetime: :meth:`close` (also run at interpreter exit, after an uncaught exception or
+    Ctrl-C) shuts vLLM down. vLLM's engine core does not notice an owner that dies without
+    that clean-up (SIGTERM's default action, SIGKILL, ``os._exit``), so a small guardian
+    process ends the engine's processes then (``engine/lifetime.py``); no signal handler is
+    installed in this process. Ray workers are Ray's to manage and are not covered.
     """
 
     #: The budget-forcing processor runs inside this engine (single-pass forcing is possible).
@@ -88,10 +95,15 @@ class InProcessEngine(LoopBridge):
         self._ids = itertools.count()
         self._llm: Any = None
         self._froze_gc = False
+        # vLLM's engine core does not notice its owner's death (SIGTERM, SIGKILL, os._exit):
+        # a guardian process ends the engine's processes then (engine/lifetime.py).
+        self._guardian = Guardian.start()
         try:
-            self._llm = self._call(self._start(model, engine_args))
+            with self._guardian.watching_new_children():
+                self._llm = self._call(self._start(model, engine_args))
         except BaseException as e:
             self._stop_loop()
+            self._guardian.release()  # vLLM has ended the processes it started
             if isinstance(e, (FileNotFoundError, ValueError, TypeError)):
                 raise
             raise EngineError(f"vLLM could not start the model {model!r}: {e}") from e
@@ -194,6 +206,9 @@ class InProcessEngine(LoopBridge):
             # Drop the last reference now: vLLM's __del__ would otherwise shut down again
             # during interpreter teardown, when its module globals are already gone.
             del llm
+        # vLLM's shutdown has ended its processes (it SIGKILLs those that do not stop); the
+        # guardian goes without a signal, so it can never hit a process it did not need to.
+        self._guardian.release()
         self._stop_loop()
         if self._froze_gc and not any(e._froze_gc for e in _live_engines):
             # Let the collector reach this engine's start-up objects again (frozen cycles are

@@ -109,6 +109,13 @@ class _Server:
     down_until: float = 0.0
     forcing: bool = False
     max_model_len: int = 0
+    #: Attempts that failed here before any of their output was handed on, so that the
+    #: request could start over on another server (connection refused, a 5xx, the server
+    #: dying before the caller saw anything).
+    failed_over: int = 0
+    #: Requests that failed here after part of their output was handed on: those cannot be
+    #: resumed elsewhere, so their callers got an EngineError.
+    broken: int = 0
 
 
 class _Retry(Exception):
@@ -173,9 +180,10 @@ class RemoteEngine(LoopBridge):
 
     Requests go to the server with the fewest of our requests in flight; a server that refuses
     connections is avoided for ``down_for_s``. A request that fails before any of its output
-    arrived (connection refused, 429/5xx, timeout) is retried with exponential backoff on
-    another server; one that breaks mid-reply fails with :class:`EngineError`, since its
-    output was already handed on.
+    was handed on to its caller (connection refused, 429/5xx, timeout, the server dying
+    mid-reply under a final-only request) starts over, with exponential backoff, on another
+    server; one that breaks after part of its output was handed on (a stream) fails with
+    :class:`EngineError`, since that output cannot be taken back.
     """
 
     def __init__(self, base_urls: str | Sequence[str], **config: Any) -> None:
@@ -350,20 +358,22 @@ class RemoteEngine(LoopBridge):
         delta = params.output_kind == RequestOutputKind.DELTA
         final_only = params.output_kind == RequestOutputKind.FINAL_ONLY
         want_logprobs = params.logprobs is not None
-        ids: list[int] = []
-        logprobs: list[dict[int, _Logprob]] = []
         attempts = _Attempts()
         try:
             for attempt in range(self.config.max_retries + 1):
                 server = self._pick(attempts.tried)
                 attempts.tried.append(server.url)
                 server.in_flight += 1
-                started = False
+                # Whether the caller has seen any of this attempt's output: until then a
+                # failure (the server dying mid-reply included) can start over elsewhere.
+                # A final-only request hands nothing on before its last chunk.
+                handed_on = False
+                ids: list[int] = []
+                logprobs: list[dict[int, _Logprob]] = []
                 try:
                     chunks = self._chunks(server, body)
                     async with contextlib.aclosing(chunks):  # closing it aborts on the server
                         async for chunk in chunks:
-                            started = True
                             new, new_lp, finish = _parse_choice(chunk, want_logprobs)
                             ids += new
                             logprobs += new_lp
@@ -376,17 +386,20 @@ class RemoteEngine(LoopBridge):
                                     list(ids), list(logprobs) if want_logprobs else None, finish
                                 )
                             )
+                            handed_on = True
                             emit(RemoteOutput([out], finish is not None, server.url))
                     return
                 except Exception as e:
                     failure = self._failure(server, e)
                     if not isinstance(failure, _Retry):
                         raise failure from None
-                    if started:
+                    if handed_on:
+                        server.broken += 1
                         raise EngineError(
-                            f"{failure!s} after part of the reply arrived; "
+                            f"{failure!s} after part of the reply was handed on; "
                             "the request cannot be resumed"
                         ) from None
+                    server.failed_over += 1
                     attempts.last = failure
                 finally:
                     server.in_flight -= 1
@@ -425,7 +438,8 @@ class RemoteEngine(LoopBridge):
                 if "error" in chunk:  # a streamed reply reports failures in-band
                     _raise_for_status(url, _status(chunk), json.dumps(chunk))
                 yield chunk
-        raise EngineError(f"{url}: the reply ended without [DONE]")
+        # A reply cut off cleanly (a proxy, a server going away): like a dropped connection.
+        raise _Retry(f"{url}: the reply ended without [DONE]")
 
     def num_unfinished_requests(self) -> int:
         """Requests of this process in flight on the servers (they may serve others too)."""

@@ -10,9 +10,12 @@ by which clients tell forced tokens apart.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
+from s1_integrations.engine.lifetime import Guardian
 from s1_integrations.engine.processor import PROCESSOR_FQCN
 
 #: What budget forcing needs from a server beyond the package being installed.
@@ -48,3 +51,17 @@ def server_argv(
         else:
             argv += [PROCESSOR_FLAG, PROCESSOR_FQCN]
     return argv + extra
+
+
+def exec_server(argv: Sequence[str]) -> NoReturn:
+    """Become the server ``argv`` describes (``os.execv``), guarded against a killed server.
+
+    The server keeps this process's PID, so a supervisor's signals reach vLLM's API server
+    directly, and vLLM's own SIGTERM/SIGINT handling stops its engine core and workers. When
+    the server is killed outright (SIGKILL, the OOM killer) nothing in vLLM notices and its
+    engine processes keep running; the guardian started here, a child of this process that
+    survives the exec, then ends every process the server had started (see
+    ``engine/lifetime.py``).
+    """
+    Guardian.start(tree=True)
+    os.execv(argv[0], list(argv))
