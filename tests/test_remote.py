@@ -9,10 +9,12 @@ is given the processor with ``--logits-processors``.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -100,7 +102,8 @@ def signature(r: Any) -> tuple[Any, ...]:
 def test_the_server_plugin_is_detected(remote: BudgetForcedGenerator) -> None:
     assert remote.engine.forcing_in_engine is True
     assert remote.model_name == TOY
-    assert remote.max_model_len == 512
+    config = json.loads((Path(TOY) / "config.json").read_text())
+    assert remote.max_model_len == config["max_position_embeddings"] == 2048
 
 
 def test_installing_the_package_registers_the_plugin_with_vllm() -> None:
