@@ -119,7 +119,7 @@ def test_complete_returns_answer_with_exact_thinking(generator, llm) -> None:
     (expected,) = generator.generate(QUESTION)
     response = llm.complete(QUESTION)
     assert response.text == expected.answer
-    assert "532" in response.text and "3+9=12" not in response.text
+    assert expected.thinking.strip() and expected.thinking.strip() not in response.text
     check_thinking_block(response.additional_kwargs["thinking_block"], expected)
     check_figures(response.additional_kwargs, expected)
     assert response.raw.token_ids == expected.token_ids
@@ -183,7 +183,7 @@ def test_budget_fields_and_per_call_overrides(generator) -> None:
 def test_metadata_reserves_room_for_thinking(generator, llm) -> None:
     meta = llm.metadata
     assert meta.context_window == generator.max_model_len
-    assert meta.is_chat_model and not meta.is_function_calling_model
+    assert meta.is_chat_model and meta.is_function_calling_model  # FunctionAgent runs on it
     assert meta.model_name == generator.model_name
     small = BudgetForcedLLM(generator=generator, max_thinking_tokens=40, max_answer_tokens=20)
     assert small.metadata.num_output == 40 + len(generator.end_ids) + 20
@@ -394,7 +394,9 @@ def test_structured_predict_unconstrained(llm) -> None:
 
 
 def test_structured_predict_parses_the_answer_not_the_thinking(generator, llm, recorder) -> None:
-    with pytest.raises(ValueError, match="Could not extract json") as failure:
+    from llama_index.core.output_parsers import PydanticOutputParser
+
+    with pytest.raises(ValueError) as failure:
         llm.structured_predict(
             Sum,
             PromptTemplate("What is {a} + {b}?"),
@@ -408,7 +410,10 @@ def test_structured_predict_parses_the_answer_not_the_thinking(generator, llm, r
         [to_generator_messages(event.messages)], {"max_thinking_tokens": 64}
     )
     check_chat(event.response, expected)
-    assert expected.answer in str(failure.value)
+    # the error is exactly the one parsing the answer text gives, and the thinking is not in it
+    with pytest.raises(ValueError) as direct:
+        PydanticOutputParser(output_cls=Sum).parse(expected.answer)
+    assert str(failure.value) == str(direct.value)
     assert expected.thinking.strip() not in str(failure.value)
 
 
@@ -461,7 +466,8 @@ async def test_agent_calls_the_reasoning_tool(generator, llm) -> None:
     output = await handler
     (call,) = calls
     assert call.tool_name == "reason" and call.tool_kwargs == {"question": QUESTION}
-    assert call.tool_output.content == expected.answer.strip() == "The answer is 532."
+    assert call.tool_output.content == expected.answer.strip()
+    assert call.tool_output.content
     assert call.tool_output.raw_output.thinking == expected.thinking
     assert call.tool_output.raw_output.thinking_tokens == expected.thinking_tokens
     assert output.response.content == f"Reasoner: {expected.answer.strip()}"

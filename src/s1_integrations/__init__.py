@@ -17,6 +17,7 @@ from s1_integrations.core.formats import (
     ThinkingFormatError,
     detect_format,
 )
+from s1_integrations.core.knobs import ConflictingSettingsError, EffortTable
 from s1_integrations.core.prompts import PromptError
 from s1_integrations.core.results import (
     AnswerDelta,
@@ -61,6 +62,8 @@ __all__ = [
     "BudgetForcedLLM",
     "BudgetForcedResult",
     "ChatBudgetForced",
+    "ConflictingSettingsError",
+    "EffortTable",
     "EngineClosedError",
     "EngineError",
     "ExtensionInserted",

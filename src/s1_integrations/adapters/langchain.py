@@ -2,22 +2,27 @@
 
 The thinking travels as LangChain carries reasoning today: ``additional_kwargs
 ["reasoning_content"]`` (which ``AIMessage.content_blocks`` turns into a standard ``reasoning``
-block), ``usage_metadata.output_token_details.reasoning``, and the budget figures in
-``response_metadata``. The adapter adds no semantics of its own: it translates messages in
-and results out.
+block; with ``output_version="v1"`` the block is in ``content`` itself),
+``usage_metadata.output_token_details.reasoning``, and the budget figures in
+``response_metadata``. The adapter adds no semantics of its own: budgets and provider knobs are
+resolved by the core (:mod:`s1_integrations.core.knobs`), tool calls read by
+:mod:`s1_integrations.core.toolcalls`, exactly as in the LlamaIndex adapter.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Literal, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.language_models import (
+    BaseChatModel,
+    LangSmithParams,
+    LanguageModelInput,
+    ModelProfile,
+)
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -30,15 +35,23 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool, StructuredTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field
 
-from s1_integrations.core.budget import ThinkingBudget
-from s1_integrations.core.generator import BudgetForcedGenerator, shared_generator
-from s1_integrations.core.prompts import validate_tools
+from s1_integrations.core.budget import BudgetLike
+from s1_integrations.core.formats import ThinkingFormat
+from s1_integrations.core.generator import BudgetForcedGenerator, SamplingOptions, shared_generator
+from s1_integrations.core.knobs import EFFORT_LEVELS, check_names
+from s1_integrations.core.prompts import PromptError, validate_tools
+from s1_integrations.core.reporting import (
+    REASONING_TOOL_DESCRIPTION,
+    REASONING_TOOL_NAME,
+    result_figures,
+)
 from s1_integrations.core.results import (
     AnswerDelta,
     BudgetForcedResult,
@@ -46,45 +59,70 @@ from s1_integrations.core.results import (
     FinalResult,
     ThinkingDelta,
 )
-from s1_integrations.core.schemas import check_answer_schema
+from s1_integrations.core.settings import (
+    CALL_SETTINGS,
+    AdapterSettings,
+    aask,
+    ask,
+    constructor_names,
+)
+from s1_integrations.core.toolcalls import (
+    ToolCall,
+    ToolCallStreamFilter,
+    ToolPlan,
+    answer_schema_from_response_format,
+    plan_tools,
+)
+
+__all__ = ["ChatBudgetForced", "messages_to_dicts", "reasoning_tool", "shared_generator"]
 
 PROVIDER = "s1_integrations"
-_BUDGET_FIELDS = tuple(ThinkingBudget.model_fields)
-_TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
+
+#: Per-call keywords: the shared settings, plus what LangChain's own binding helpers send.
+CALL_KWARGS: frozenset[str] = frozenset(
+    {
+        *CALL_SETTINGS,
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "ls_structured_output_format",
+    }
+)
 
 
-class ChatBudgetForced(BaseChatModel):
+class ChatBudgetForced(BaseChatModel, AdapterSettings):
     """A reasoning chat model with an s1 thinking budget, on vLLM in-process or vLLM servers.
 
     ``max_thinking_tokens`` caps the thinking; ``min_thinking_tokens`` and ``extensions``
-    make the model think longer by replacing its attempts to stop with "Wait". Override any
-    of them per call with ``thinking_budget=ThinkingBudget(...)`` or the field names.
+    make the model think longer by replacing its attempts to stop with "Wait". Budget fields
+    left ``None`` take the generator's default budget. Other providers' knobs
+    (``reasoning_effort``, ``reasoning``, ``thinking``, ``thinking_budget``, ``max_tokens``)
+    map onto the same budget (docs/langchain.md has the table). Override any of them per call,
+    or replace the whole budget with ``thinking_budget=ThinkingBudget(...)``. Unknown
+    arguments, here and per call, are a ``TypeError`` naming them.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
 
     model: str | None = Field(default=None, description="Model path or id; None: toy reasoner.")
-    engine_args: dict[str, Any] = Field(default_factory=dict)
-    generator: BudgetForcedGenerator | None = Field(default=None, exclude=True)
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict, description="vLLM engine arguments, used with `model`."
+    )
+    generator: BudgetForcedGenerator | None = Field(
+        default=None, exclude=True, description="A generator to share; else one is started."
+    )
+    streaming: bool = Field(
+        default=False, description="Serve invoke() through the streaming path (LangChain's flag)."
+    )
 
-    max_thinking_tokens: int | None = None
-    min_thinking_tokens: int = 0
-    extensions: int = 0
-    extension_phrases: tuple[str, ...] = ("Wait",)
-    conclusion: str | None = None
-    max_answer_tokens: int = 1024
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: list[str] | None = Field(default=None, alias="stop_sequences")
-    strategy: Literal["single_pass", "rounds"] = "single_pass"
-
-    _budget_check: ThinkingBudget = PrivateAttr()
-
-    def model_post_init(self, context: Any, /) -> None:
-        super().model_post_init(context)
-        self._budget_check = self._default_budget()  # fail at construction, not at call
+    def __init__(self, **kwargs: Any) -> None:
+        check_names(kwargs, constructor_names(type(self)), f"{type(self).__name__}()")
+        super().__init__(**kwargs)
+        # Checked after pydantic's validation, so that the errors keep their own types.
+        if self.generator is not None and (self.model is not None or self.engine_args):
+            raise ValueError("pass either generator= or model= with engine_args, not both")
+        self.check_settings()  # fail at construction, not at the first call
 
     # -- configuration --------------------------------------------------------------------
 
@@ -98,7 +136,10 @@ class ChatBudgetForced(BaseChatModel):
             "model": self.model_name,
             "strategy": self.strategy,
             "temperature": self.temperature,
-            **self._default_budget().model_dump(),
+            **{
+                k: v.model_dump() if isinstance(v, BaseModel) else v
+                for k, v in self.model_settings().items()
+            },
         }
 
     @property
@@ -107,6 +148,36 @@ class ChatBudgetForced(BaseChatModel):
             return self.generator.model_name
         return self.model or "s1-toy-reasoner"
 
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        """What ``create_agent`` and other LangChain code read to pick strategies.
+
+        Structured output is native (vLLM holds the answer to the schema), so ``create_agent``
+        uses its provider strategy; tool choice is honoured by constrained decoding. The
+        context size is known once the engine runs (or from ``engine_args["max_model_len"]``).
+        """
+        profile = ModelProfile(
+            reasoning_output=True,
+            reasoning_effort_levels=list(EFFORT_LEVELS),
+            tool_calling=True,
+            tool_choice=True,
+            tool_call_streaming=True,
+            structured_output=True,
+            text_inputs=True,
+            text_outputs=True,
+            image_inputs=False,
+            audio_inputs=False,
+            video_inputs=False,
+            pdf_inputs=False,
+        )
+        context = (
+            self.generator.max_model_len
+            if self.generator is not None
+            else self.engine_args.get("max_model_len")
+        )
+        if isinstance(context, int):
+            profile["max_input_tokens"] = context
+        return profile
+
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
             ls_provider=PROVIDER,
@@ -114,52 +185,64 @@ class ChatBudgetForced(BaseChatModel):
             ls_model_type="chat",
             ls_temperature=kwargs.get("temperature", self.temperature),
         )
-        budget = self._budget(kwargs)
-        params["ls_max_tokens"] = (budget.max_thinking_tokens or 0) + budget.max_answer_tokens
-        if stop := stop or self.stop:
+        answer = kwargs.get("max_answer_tokens") or self.max_answer_tokens or self.max_tokens
+        thinking = kwargs.get("max_thinking_tokens", self.max_thinking_tokens)
+        if answer is not None or thinking is not None:
+            params["ls_max_tokens"] = (thinking or 0) + (answer or 1024)
+        if stop := stop or list(self.stop):
             params["ls_stop"] = stop
         return params
 
+    def engine_generator(self) -> BudgetForcedGenerator:
+        return self._get_generator()
+
+    def _convert_input(self, model_input: LanguageModelInput) -> PromptValue:
+        """LangChain's conversion, with bad prompts refused as the generator refuses them.
+
+        LangChain's own checks raise a bare ``ValueError`` (or a message class's validation
+        error) for a wrong input type or a malformed message dict; checking first gives the
+        ``PromptError`` the LlamaIndex adapter and the generator raise for the same input.
+        """
+        if not isinstance(model_input, (PromptValue, str, Sequence)):
+            raise PromptError(
+                f"prompt: expected a string or a list of messages, got {type(model_input).__name__}"
+            )
+        if not isinstance(model_input, (PromptValue, str)):
+            for i, message in enumerate(model_input):
+                if isinstance(message, Mapping):
+                    _check_message_dict(i, message)
+        return super()._convert_input(model_input)
+
     def _get_generator(self) -> BudgetForcedGenerator:
-        if self.generator is None:
-            self.generator = shared_generator(self.model, self.engine_args)
-        return self.generator
+        """The generator given, or the one shared by every model of this configuration.
 
-    def _default_budget(self) -> ThinkingBudget:
-        return ThinkingBudget(**{f: getattr(self, f) for f in _BUDGET_FIELDS})
+        The shared one is not stored in the ``generator`` field: LangChain rebuilds models
+        from their fields (``configurable_fields``), and a field filled in here would read as
+        a generator given beside ``model``.
+        """
+        generator = self.generator
+        if generator is None:
+            generator = shared_generator(self.model, self.engine_args)
+        if self.profile is not None and "max_input_tokens" not in self.profile:
+            self.profile["max_input_tokens"] = generator.max_model_len
+        return generator
 
-    def _budget(self, kwargs: dict[str, Any]) -> ThinkingBudget:
-        given = kwargs.get("thinking_budget")
-        if isinstance(given, ThinkingBudget):
-            return given
-        fields = self._default_budget().model_dump()
-        if isinstance(given, dict):
-            fields.update(given)
-        elif given is not None:
-            raise TypeError("thinking_budget must be a ThinkingBudget or a dict")
-        fields.update({f: kwargs[f] for f in _BUDGET_FIELDS if f in kwargs})
-        return ThinkingBudget(**fields)
-
-    def _call_options(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(kwargs) - _KNOWN_CALL_KWARGS
-        if unknown:
-            raise TypeError(f"unexpected keyword arguments: {sorted(unknown)}")
-        options: dict[str, Any] = {
-            "strategy": kwargs.get("strategy", self.strategy),
-            "temperature": kwargs.get("temperature", self.temperature),
-            "top_p": kwargs.get("top_p", self.top_p),
-            "seed": kwargs.get("seed", self.seed),
-        }
-        if stop := stop or self.stop:
-            options["stop"] = tuple(stop)
-        tools = kwargs.get("tools")
-        choice = _tool_choice_schema(tools, kwargs.get("tool_choice"))
-        schema = kwargs.get("answer_schema") or choice
-        if schema is not None:
-            options["answer_schema"] = schema
-        if tools and kwargs.get("tool_choice") != "none":
-            options["tools"] = tools
-        return options
+    def _prepare(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[BudgetForcedGenerator, list[dict[str, Any]], Any, dict[str, Any], ToolPlan]:
+        """Everything one call needs, checked before anything reaches the engine."""
+        check_names(kwargs, CALL_KWARGS, f"{type(self).__name__} call")
+        generator = self._get_generator()
+        call = dict(kwargs)
+        if stop:
+            call["stop"] = stop
+        plan = _tool_plan(call)
+        call["answer_schema"] = plan.answer_schema
+        budget, options = self.resolve(generator, call)
+        if plan.tools:
+            options["tools"] = plan.tools
+        keep = generator.thinking_format if self.keep_reasoning else None
+        return generator, messages_to_dicts(messages, keep), budget, options, plan
 
     # -- generation -----------------------------------------------------------------------
 
@@ -170,11 +253,9 @@ class ChatBudgetForced(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        chat = messages_to_dicts(messages)
-        budget = self._budget(kwargs)
-        options = self._call_options(stop, kwargs)
-        (result,) = self._get_generator().generate([chat], [budget], **options)
-        return self._chat_result(result, kwargs)
+        generator, chat, budget, options, plan = self._prepare(messages, stop, kwargs)
+        (result,) = generator.generate([chat], [budget], **options)
+        return self._chat_result(result, plan)
 
     async def _agenerate(
         self,
@@ -183,11 +264,9 @@ class ChatBudgetForced(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        chat = messages_to_dicts(messages)
-        budget = self._budget(kwargs)
-        options = self._call_options(stop, kwargs)
-        (result,) = await self._get_generator().agenerate([chat], [budget], **options)
-        return self._chat_result(result, kwargs)
+        generator, chat, budget, options, plan = self._prepare(messages, stop, kwargs)
+        (result,) = await generator.agenerate([chat], [budget], **options)
+        return self._chat_result(result, plan)
 
     def _stream(
         self,
@@ -196,11 +275,10 @@ class ChatBudgetForced(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        chat = messages_to_dicts(messages)
-        budget = self._budget(kwargs)
-        options = self._call_options(stop, kwargs)
-        for event in self._get_generator().stream(chat, budget, **options):
-            chunk = self._chunk(event, kwargs)
+        generator, chat, budget, options, plan = self._prepare(messages, stop, kwargs)
+        chunker = _Chunker(plan)
+        for event in generator.stream(chat, budget, **options):
+            chunk = chunker.chunk(event)
             if chunk is None:
                 continue
             if run_manager:
@@ -214,11 +292,10 @@ class ChatBudgetForced(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        chat = messages_to_dicts(messages)
-        budget = self._budget(kwargs)
-        options = self._call_options(stop, kwargs)
-        async for event in self._get_generator().astream(chat, budget, **options):
-            chunk = self._chunk(event, kwargs)
+        generator, chat, budget, options, plan = self._prepare(messages, stop, kwargs)
+        chunker = _Chunker(plan)
+        async for event in generator.astream(chat, budget, **options):
+            chunk = chunker.chunk(event)
             if chunk is None:
                 continue
             if run_manager:
@@ -242,81 +319,19 @@ class ChatBudgetForced(BaseChatModel):
 
     # -- results to messages --------------------------------------------------------------
 
-    def _metadata(self, result: BudgetForcedResult) -> dict[str, Any]:
-        return {
-            "model_name": result.model,
-            "model_provider": PROVIDER,
-            "finish_reason": result.finish_reason,
-            "thinking_tokens": result.thinking_tokens,
-            "extensions": result.extensions,
-            "thinking_ended_by": result.thinking_ended_by,
-            "budget_capped": result.thinking_ended_by == "budget",
-            "strategy": result.strategy,
-            "budget": result.budget.model_dump(),
-        }
-
-    @staticmethod
-    def _usage(result: BudgetForcedResult) -> UsageMetadata:
-        return UsageMetadata(
-            input_tokens=result.prompt_tokens,
-            output_tokens=result.completion_tokens,
-            total_tokens=result.prompt_tokens + result.completion_tokens,
-            output_token_details={"reasoning": result.thinking_tokens},
-        )
-
-    def _chat_result(self, result: BudgetForcedResult, kwargs: dict[str, Any]) -> ChatResult:
-        answer = result.answer.strip()
-        tool_calls = _parse_tool_calls(answer, kwargs)
+    def _chat_result(self, result: BudgetForcedResult, plan: ToolPlan) -> ChatResult:
+        text, calls = plan.read_answer(result.answer.strip())
         message = AIMessage(
-            content="" if tool_calls else answer,
+            content=text,
             additional_kwargs={"reasoning_content": result.thinking.strip()},
-            response_metadata=self._metadata(result),
-            usage_metadata=self._usage(result),
-            tool_calls=tool_calls,
+            response_metadata=response_metadata(result),
+            usage_metadata=usage(result),
+            tool_calls=[_lc_call(c) for c in calls],
         )
         return ChatResult(
             generations=[ChatGeneration(message=message)],
             llm_output={"model_name": result.model},
         )
-
-    def _chunk(self, event: Any, kwargs: dict[str, Any]) -> ChatGenerationChunk | None:
-        if isinstance(event, ThinkingDelta):
-            return ChatGenerationChunk(
-                message=AIMessageChunk(
-                    content="", additional_kwargs={"reasoning_content": event.text}
-                )
-            )
-        if isinstance(event, AnswerDelta):
-            if kwargs.get("tools") or kwargs.get("answer_schema"):
-                return None  # structured answers arrive whole in the last chunk
-            return ChatGenerationChunk(message=AIMessageChunk(content=event.text))
-        if isinstance(event, ExtensionInserted):
-            return None  # its phrase arrives as thinking text
-        if isinstance(event, FinalResult):
-            result = event.result
-            content = ""
-            tool_calls: list[Any] = []
-            if kwargs.get("tools") or kwargs.get("answer_schema"):
-                tool_calls = _parse_tool_calls(result.answer.strip(), kwargs)
-                content = "" if tool_calls else result.answer.strip()
-            message = AIMessageChunk(
-                content=content,
-                response_metadata=self._metadata(result),
-                usage_metadata=self._usage(result),
-                tool_call_chunks=[
-                    {
-                        "name": c["name"],
-                        "args": json.dumps(c["args"]),
-                        "id": c["id"],
-                        "index": i,
-                        "type": "tool_call_chunk",
-                    }
-                    for i, c in enumerate(tool_calls)
-                ],
-                chunk_position="last",
-            )
-            return ChatGenerationChunk(message=message)
-        return None
 
     # -- tools and structured output ------------------------------------------------------
 
@@ -325,18 +340,30 @@ class ChatBudgetForced(BaseChatModel):
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
         *,
         tool_choice: str | bool | dict[str, Any] | None = None,
+        parallel_tool_calls: bool | None = None,
+        strict: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Tools go into the chat template; a forced choice constrains the answer to a call.
 
         ``tool_choice``: ``"auto"``/``None`` (the model decides, parsed from its
-        ``<tool_call>`` format), ``"any"``/``"required"``/``True`` (one call to some tool),
-        a tool name or ``{"type": "function", "function": {"name": ...}}``, or ``"none"``.
+        ``<tool_call>`` format, several calls when it writes several), ``"any"``/
+        ``"required"``/``True`` (one call to some tool), a tool name or
+        ``{"type": "function", "function": {"name": ...}}``, or ``"none"``.
+        ``parallel_tool_calls=False`` keeps the first call only. Calls are always held to the
+        tools' schemas by constrained decoding, so ``strict`` is satisfied whatever its value.
+        ``response_format`` (what ``create_agent`` binds for structured output) constrains a
+        non-call answer to its schema.
         """
-        formatted = validate_tools([convert_to_openai_tool(t) for t in tools])
+        formatted = validate_tools([convert_to_openai_tool(t) for t in _tool_list(tools)])
         names = [t["function"]["name"] for t in formatted]
-        choice = _normalise_tool_choice(tool_choice, names)
-        return super().bind(tools=formatted, tool_choice=choice, **kwargs)
+        plan_tools(formatted, tool_choice, None)  # a bad choice fails here, at binding
+        bound: dict[str, Any] = {"tools": formatted, "tool_choice": tool_choice}
+        if parallel_tool_calls is not None:
+            bound["parallel_tool_calls"] = parallel_tool_calls
+        if not names:
+            del bound["tools"], bound["tool_choice"]
+        return super().bind(**bound, **kwargs)
 
     def with_structured_output(
         self,
@@ -350,10 +377,12 @@ class ChatBudgetForced(BaseChatModel):
         """Think freely, then answer in the schema (vLLM structured outputs on the answer).
 
         The answer is always held to the schema by constrained decoding, so ``strict`` is
-        accepted for compatibility and changes nothing.
+        satisfied whatever its value.
         """
         if kwargs:
-            raise ValueError(f"unsupported arguments: {sorted(kwargs)}")
+            raise TypeError(f"with_structured_output got unexpected arguments {sorted(kwargs)}")
+        if not isinstance(schema, (dict, type)):
+            SamplingOptions(answer_schema=schema)  # refuses it, as the generator would
         is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
         if method == "function_calling":
             from langchain_core.output_parsers.openai_tools import (
@@ -373,9 +402,9 @@ class ChatBudgetForced(BaseChatModel):
             )
         else:
             if isinstance(schema, dict) and "type" in schema:
-                # A raw JSON schema: check it as given, since LangChain's conversion quietly
-                # drops what it does not understand (an unknown "type" becomes no constraint).
-                check_answer_schema(schema)
+                # A raw JSON schema: check it as given (the generator's own check), since
+                # LangChain's conversion quietly drops what it does not understand.
+                SamplingOptions(answer_schema=schema)
             json_schema = (
                 {"type": "object"} if method == "json_mode" else convert_to_json_schema(schema)
             )
@@ -398,61 +427,205 @@ class ChatBudgetForced(BaseChatModel):
         return RunnableMap(raw=llm) | parser_with_fallback
 
 
-_KNOWN_CALL_KWARGS = frozenset(
-    {
-        "thinking_budget",
-        *_BUDGET_FIELDS,
-        "strategy",
-        "temperature",
-        "top_p",
-        "seed",
-        "tools",
-        "tool_choice",
-        "answer_schema",
-        "ls_structured_output_format",
-        "model",
-    }
-)
+#: The roles LangChain's message dicts take that this model can render.
+_DICT_ROLES = ("ai", "assistant", "developer", "human", "system", "tool", "user")
+
+
+def _check_message_dict(i: int, message: Mapping[str, Any]) -> None:
+    role = message.get("role")
+    if role not in _DICT_ROLES:
+        raise PromptError(f"messages[{i}].role: {role!r} is not one of {list(_DICT_ROLES)}")
+    content = message.get("content")
+    if not isinstance(content, (str, list)):
+        raise PromptError(f"messages[{i}].content: expected text, got {type(content).__name__}")
+
+
+def _tool_list(tools: Any) -> list[Any]:
+    """The tools as a list, refusing what is no list of tools (as the generator does)."""
+    if isinstance(tools, (str, bytes, Mapping)) or not isinstance(tools, Sequence):
+        raise PromptError(f"tools: expected a list of tool specs, got {type(tools).__name__}")
+    for i, tool in enumerate(tools):
+        if not (isinstance(tool, (dict, type, BaseTool)) or callable(tool)):
+            raise PromptError(f"tools[{i}]: expected a mapping, got {type(tool).__name__}")
+    return list(tools)
+
+
+def _tool_plan(call: dict[str, Any]) -> ToolPlan:
+    schema = call.get("answer_schema")
+    response_format = call.pop("response_format", None)
+    if response_format is not None:
+        if schema is not None:
+            raise ValueError("give answer_schema or response_format, not both")
+        schema = answer_schema_from_response_format(response_format)
+    if schema is not None:
+        schema = SamplingOptions(answer_schema=schema).answer_schema  # checked now
+    tools = call.pop("tools", None)
+    choice = call.pop("tool_choice", None)
+    parallel = call.pop("parallel_tool_calls", None)
+    call.pop("ls_structured_output_format", None)  # LangChain's tracing hint
+    return plan_tools(tools, choice, schema, parallel is not False)
+
+
+def response_metadata(result: BudgetForcedResult) -> dict[str, Any]:
+    """LangChain's standard keys, then the figures both adapters report."""
+    return {"model_name": result.model, "model_provider": PROVIDER, **result_figures(result)}
+
+
+def usage(result: BudgetForcedResult) -> UsageMetadata:
+    return UsageMetadata(
+        input_tokens=result.prompt_tokens,
+        output_tokens=result.completion_tokens,
+        total_tokens=result.prompt_tokens + result.completion_tokens,
+        output_token_details={"reasoning": result.thinking_tokens},
+    )
+
+
+def _lc_call(call: ToolCall) -> dict[str, Any]:
+    return {"name": call.name, "args": call.arguments, "id": call.id, "type": "tool_call"}
+
+
+class _Chunker:
+    """Generator events as LangChain chunks: thinking, then the answer, then the figures."""
+
+    def __init__(self, plan: ToolPlan) -> None:
+        self.plan = plan
+        self.filter = (
+            ToolCallStreamFilter(plan.tools) if plan.read == "tags" and plan.tools else None
+        )
+
+    def chunk(self, event: Any) -> ChatGenerationChunk | None:
+        if isinstance(event, ThinkingDelta):
+            return ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content="", additional_kwargs={"reasoning_content": event.text}
+                )
+            )
+        if isinstance(event, AnswerDelta):
+            if self.plan.structured:
+                return None  # structured answers arrive whole in the last chunk
+            text = self.filter.feed(event.text) if self.filter else event.text
+            return ChatGenerationChunk(message=AIMessageChunk(content=text)) if text else None
+        if isinstance(event, ExtensionInserted):
+            return None  # its phrase arrives as thinking text
+        if isinstance(event, FinalResult):
+            result = event.result
+            content = ""
+            calls: list[ToolCall] = []
+            if self.plan.structured:
+                content, calls = self.plan.read_answer(result.answer.strip())
+            elif self.filter is not None:
+                content = self.filter.flush()
+                _, calls = self.plan.read_answer(result.answer.strip())
+            message = AIMessageChunk(
+                content=content,
+                response_metadata=response_metadata(result),
+                usage_metadata=usage(result),
+                tool_call_chunks=[
+                    {
+                        "name": c.name,
+                        "args": json.dumps(c.arguments),
+                        "id": c.id,
+                        "index": i,
+                        "type": "tool_call_chunk",
+                    }
+                    for i, c in enumerate(calls)
+                ],
+                chunk_position="last",
+            )
+            return ChatGenerationChunk(message=message)
+        return None
 
 
 # -- messages ----------------------------------------------------------------------------
 
+_TOOL_BLOCKS = ("tool_call", "tool_use", "tool_call_chunk", "invalid_tool_call", "server_tool_call")
 
-def _text_of(content: str | list[Any], where: str) -> str:
+
+def _block_reasoning(block: Mapping[str, Any]) -> str | None:
+    """The text of a reasoning block in any of the forms providers send it, or None."""
+    kind = block.get("type")
+    if kind == "reasoning":
+        if isinstance(block.get("reasoning"), str):
+            return str(block["reasoning"])
+        summary = block.get("summary")
+        if isinstance(summary, list):  # OpenAI Responses: [{"type": "summary_text", ...}]
+            return "\n".join(str(s.get("text", "")) for s in summary if isinstance(s, Mapping))
+        return ""
+    if kind == "thinking":  # Anthropic
+        return str(block.get("thinking", ""))
+    if kind == "redacted_thinking":
+        return ""
+    return None
+
+
+def _split_content(content: str | list[Any], where: str) -> tuple[str, list[str]]:
+    """(text, reasoning texts) of a message's content."""
     if isinstance(content, str):
-        return content
-    parts = []
+        return content, []
+    texts: list[str] = []
+    reasoning: list[str] = []
     for block in content:
         if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, dict) and block.get("type") == "text":
-            parts.append(str(block.get("text", "")))
-        elif isinstance(block, dict) and block.get("type") in ("reasoning", "thinking"):
-            continue  # earlier thinking is not fed back (the template drops it too)
-        elif isinstance(block, dict) and block.get("type") in ("tool_call", "tool_use"):
-            continue  # carried as tool_calls
-        else:
-            kind = block.get("type") if isinstance(block, dict) else type(block).__name__
-            raise ValueError(
-                f"{where}: content block of type {kind!r} is not supported (text only)"
+            texts.append(block)
+            continue
+        if not isinstance(block, Mapping):
+            raise PromptError(
+                f"{where}: content block of type {type(block).__name__!r} is not supported"
             )
-    return "".join(parts)
+        if block.get("type") == "text":
+            texts.append(str(block.get("text", "")))
+            continue
+        thought = _block_reasoning(block)
+        if thought is not None:
+            reasoning.append(thought)
+        elif block.get("type") not in _TOOL_BLOCKS:  # calls travel as tool_calls
+            raise PromptError(
+                f"{where}: content block of type {block.get('type')!r} is not supported (text only)"
+            )
+    return "".join(texts), reasoning
 
 
-def messages_to_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
-    """LangChain messages to the role/content dicts chat templates take."""
+def _with_reasoning(text: str, reasoning: list[str], fmt: ThinkingFormat | None) -> str:
+    thought = "\n".join(r for r in reasoning if r)
+    if fmt is None or not thought:
+        return text
+    return f"{fmt.start}{thought}{fmt.end}{text}"
+
+
+def messages_to_dicts(
+    messages: Sequence[BaseMessage], keep_reasoning: ThinkingFormat | None = None
+) -> list[dict[str, Any]]:
+    """LangChain messages to the role/content dicts chat templates take.
+
+    Earlier turns' reasoning is accepted in every form LangChain messages carry it
+    (``additional_kwargs["reasoning_content"]``, ``reasoning`` content blocks, Anthropic's
+    ``thinking`` blocks) and stripped: reasoning models' templates drop it and it would eat the
+    context. With ``keep_reasoning`` (the model's thinking format) it is sent back inside the
+    thinking delimiters instead.
+    """
     if not messages:
-        raise ValueError("messages: the list is empty")
+        raise PromptError("messages: the list is empty")
     out: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
+        text, reasoning = _split_content(message.content, where)
         entry: dict[str, Any]
         if isinstance(message, SystemMessage):
-            entry = {"role": "system", "content": _text_of(message.content, where)}
+            entry = {"role": "system", "content": text}
         elif isinstance(message, HumanMessage):
-            entry = {"role": "user", "content": _text_of(message.content, where)}
+            entry = {"role": "user", "content": text}
         elif isinstance(message, AIMessage):
-            entry = {"role": "assistant", "content": _text_of(message.content, where)}
+            extra = message.additional_kwargs.get("reasoning_content")
+            if (
+                isinstance(extra, str)
+                and extra
+                and extra.strip() not in (r.strip() for r in reasoning)
+            ):
+                reasoning.insert(0, extra)
+            entry = {
+                "role": "assistant",
+                "content": _with_reasoning(text, reasoning, keep_reasoning),
+            }
             if message.tool_calls:
                 entry["tool_calls"] = [
                     {
@@ -463,91 +636,13 @@ def messages_to_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
                     for c in message.tool_calls
                 ]
         elif isinstance(message, ToolMessage):
-            entry = {
-                "role": "tool",
-                "content": _text_of(message.content, where),
-                "tool_call_id": message.tool_call_id,
-            }
+            entry = {"role": "tool", "content": text, "tool_call_id": message.tool_call_id}
         elif isinstance(message, ChatMessage):
-            entry = {"role": message.role, "content": _text_of(message.content, where)}
+            entry = {"role": message.role, "content": text}
         else:
-            raise ValueError(f"{where}: unsupported message type {type(message).__name__}")
+            raise PromptError(f"{where}: unsupported message type {type(message).__name__}")
         out.append(entry)
     return out
-
-
-# -- tool choice -------------------------------------------------------------------------
-
-
-def _normalise_tool_choice(choice: Any, names: list[str]) -> str | None:
-    if choice in (None, "auto"):
-        return "auto"
-    if choice in ("any", "required", True):
-        return "any"
-    if choice == "none" or choice is False:
-        return "none"
-    if isinstance(choice, dict):
-        choice = choice.get("function", {}).get("name") or choice.get("name")
-    if isinstance(choice, str) and choice in names:
-        return choice
-    raise ValueError(f"tool_choice: {choice!r} is not 'auto', 'any', 'none' or one of {names}")
-
-
-def _call_schema(tool: dict[str, Any]) -> dict[str, Any]:
-    function = tool["function"]
-    parameters = function.get("parameters") or {"type": "object", "properties": {}}
-    return {
-        "type": "object",
-        "properties": {"name": {"const": function["name"]}, "arguments": parameters},
-        "required": ["name", "arguments"],
-        "additionalProperties": False,
-    }
-
-
-def _tool_choice_schema(tools: list[dict[str, Any]] | None, choice: Any) -> dict[str, Any] | None:
-    """A forced tool choice becomes a JSON schema the answer must follow."""
-    if not tools or choice in (None, "auto", "none"):
-        return None
-    if choice == "any":
-        calls = [_call_schema(t) for t in tools]
-        return calls[0] if len(calls) == 1 else {"anyOf": calls}
-    for tool in tools:
-        if tool["function"]["name"] == choice:
-            return _call_schema(tool)
-    raise ValueError(f"tool_choice: no tool named {choice!r}")
-
-
-def _parse_tool_calls(answer: str, kwargs: dict[str, Any]) -> list[Any]:
-    tools = kwargs.get("tools")
-    choice = kwargs.get("tool_choice")
-    if not tools or choice == "none":
-        return []
-    names = {t["function"]["name"] for t in tools}
-    candidates: list[Any] = []
-    if choice not in (None, "auto"):
-        try:
-            candidates = [json.loads(answer)]
-        except json.JSONDecodeError:
-            candidates = []
-    else:
-        for match in _TOOL_CALL_RE.finditer(answer):
-            try:
-                candidates.append(json.loads(match.group(1)))
-            except json.JSONDecodeError:
-                continue
-    calls = []
-    for c in candidates:
-        if isinstance(c, dict) and c.get("name") in names:
-            args = c.get("arguments") or {}
-            calls.append(
-                {
-                    "name": c["name"],
-                    "args": args if isinstance(args, dict) else {},
-                    "id": f"call_{uuid.uuid4().hex[:24]}",
-                    "type": "tool_call",
-                }
-            )
-    return calls
 
 
 # -- agents ------------------------------------------------------------------------------
@@ -558,41 +653,38 @@ class _ThinkHardInput(BaseModel):
 
 
 def reasoning_tool(
-    generator: BudgetForcedGenerator,
+    generator_or_model: BudgetForcedGenerator | ChatBudgetForced,
     *,
-    name: str = "think_hard",
-    description: str = (
-        "Think hard about a difficult question (math, logic, multi-step problems) and "
-        "return a carefully reasoned answer."
-    ),
-    budget: ThinkingBudget | dict[str, Any] | None = None,
+    name: str = REASONING_TOOL_NAME,
+    description: str | None = None,
+    budget: BudgetLike = None,
 ) -> StructuredTool:
     """A LangChain tool that hands a question to the reasoner, for agents whose main model
-    should delegate hard questions. The answer is the tool's content; the thinking and the
-    budget figures are its artifact."""
+    should delegate hard questions.
+
+    Given a ``ChatBudgetForced``, its settings apply (``budget`` replaces its budget, as a
+    per-call ``thinking_budget`` does); given a generator, ``budget`` is its ``budget=``. The
+    answer is the tool's content; the thinking and the figures both adapters report are its
+    artifact. The same signature as the LlamaIndex adapter's ``reasoning_tool``.
+    """
 
     def run(question: str) -> tuple[str, dict[str, Any]]:
-        (result,) = generator.generate(question, budget)
+        result = ask(generator_or_model, question, budget)
         return result.answer.strip(), _artifact(result)
 
     async def arun(question: str) -> tuple[str, dict[str, Any]]:
-        (result,) = await generator.agenerate(question, budget)
+        result = await aask(generator_or_model, question, budget)
         return result.answer.strip(), _artifact(result)
 
     return StructuredTool.from_function(
         func=run,
         coroutine=arun,
         name=name,
-        description=description,
+        description=description or REASONING_TOOL_DESCRIPTION,
         args_schema=_ThinkHardInput,
         response_format="content_and_artifact",
     )
 
 
 def _artifact(result: BudgetForcedResult) -> dict[str, Any]:
-    return {
-        "thinking": result.thinking.strip(),
-        "thinking_tokens": result.thinking_tokens,
-        "extensions": result.extensions,
-        "thinking_ended_by": result.thinking_ended_by,
-    }
+    return {"thinking": result.thinking.strip(), **result_figures(result)}

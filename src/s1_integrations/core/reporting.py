@@ -1,0 +1,52 @@
+"""What both adapters report about a generation, under one set of names.
+
+LangChain puts these in ``response_metadata``, LlamaIndex in ``additional_kwargs``: code that
+reads ``thinking_tokens`` or ``budget_capped`` from one framework's response finds the same key,
+with the same value, in the other's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from s1_integrations.core.results import BudgetForcedResult
+
+#: The keys :func:`result_figures` returns, in order.
+FIGURE_KEYS: tuple[str, ...] = (
+    "prompt_tokens",
+    "thinking_tokens",
+    "answer_tokens",
+    "completion_tokens",
+    "extensions",
+    "extension_positions",
+    "thinking_ended_by",
+    "budget_capped",
+    "finish_reason",
+    "strategy",
+    "model",
+    "budget",
+)
+
+REASONING_TOOL_NAME = "think_hard"
+REASONING_TOOL_DESCRIPTION = (
+    "Think hard about a difficult question (math, logic, multi-step problems) and return a "
+    "carefully reasoned answer. Ask one self-contained question."
+)
+
+
+def result_figures(result: BudgetForcedResult) -> dict[str, Any]:
+    """Every figure a caller needs to see what the budget did; counts from token ids."""
+    return {
+        "prompt_tokens": result.prompt_tokens,
+        "thinking_tokens": result.thinking_tokens,
+        "answer_tokens": result.answer_tokens,
+        "completion_tokens": result.completion_tokens,
+        "extensions": result.extensions,
+        "extension_positions": list(result.extension_positions),
+        "thinking_ended_by": result.thinking_ended_by,
+        "budget_capped": result.thinking_ended_by == "budget",
+        "finish_reason": result.finish_reason,
+        "strategy": result.strategy,
+        "model": result.model,
+        "budget": result.budget.model_dump(),
+    }
