@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from s1_integrations.core.forcing import (
@@ -258,3 +260,343 @@ def test_incremental_text_fast_path_matches_decode_and_falls_back(tokenizer) -> 
     head = partial.extend(ids[:cut])
     assert "\ufffd" not in head
     assert head + partial.flush() == tokenizer.decode(ids[:cut])
+
+
+# -- no re-entry: the thinking delimiters the model may not write (issue 16) ------------------
+
+START = 102  # the start delimiter, as a single token
+OPEN, THINK = 103, 104  # a two-token start delimiter (s1's <|im_start|> + "think")
+
+
+def banning(**kw: object) -> ForcingPlan:
+    base: dict = {"ban_thinking": ((START,),), "ban_answer": ((START,), (END,))}
+    base.update(kw)
+    return plan(**base)
+
+
+def test_thinking_bans_the_start_and_the_answer_bans_both_delimiters() -> None:
+    state = ForcingState(banning(max_thinking=2))
+    assert state.banned_next() == (START,)  # the block is open: no second <think>
+    state.observe(A)
+    state.observe(A)
+    assert state.pending() == END
+    assert state.banned_next() == ()  # nothing is masked while a token is forced
+    state.observe(END)
+    assert state.phase is Phase.ANSWERING
+    assert set(state.banned_next()) == {START, END}
+    state.observe(B)
+    assert set(state.banned_next()) == {START, END}
+
+
+@pytest.mark.parametrize("token", [START, END])
+def test_a_delimiter_in_the_answer_is_an_error_not_a_count(token: int) -> None:
+    """An engine that let one through did not apply the budget: loud, never recorded."""
+    state = ForcingState(banning(max_thinking=0))
+    state.observe(state.pending())  # type: ignore[arg-type]
+    with pytest.raises(ForcingMismatch, match="did not apply the budget"):
+        state.observe(token)
+    assert state.answer_tokens == 0
+
+
+def test_the_start_delimiter_inside_the_thinking_is_an_error() -> None:
+    state = ForcingState(banning())
+    state.observe(A)
+    with pytest.raises(ForcingMismatch, match="thinking"):
+        state.observe(START)
+    assert state.thinking_tokens == 1
+
+
+def test_after_a_natural_end_the_answer_bans_both() -> None:
+    state = ForcingState(banning())
+    for token in [A, END]:
+        state.observe(token)
+    assert state.ended_by == "model" and state.phase is Phase.ANSWERING
+    assert set(state.banned_next()) == {START, END}
+
+
+def test_multi_token_bans_mask_the_last_token_after_the_rest() -> None:
+    p = plan(ban_thinking=((OPEN, THINK),), ban_answer=((OPEN, THINK), (OPEN, END)))
+    state = ForcingState(p)
+    assert state.banned_next() == ()
+    state.observe(OPEN)
+    assert state.banned_next() == (THINK,)
+    state.observe(A)
+    assert state.banned_next() == ()
+    state.observe(END)  # the end delimiter itself is no ban while thinking
+    assert state.phase is Phase.ANSWERING
+    state.observe(OPEN)
+    assert set(state.banned_next()) == {THINK, END}
+    state.observe(OPEN)  # a repeated first token keeps the ban armed
+    assert set(state.banned_next()) == {THINK, END}
+
+
+def test_a_forced_token_separates_what_the_model_wrote() -> None:
+    """As vLLM's bad_words see one round's output: the rounds strategy must agree exactly."""
+    p = plan(ban_thinking=((OPEN, THINK),), extensions=1)
+    out, _, state = drive(p, [OPEN, END, THINK, A, END, EOS])
+    # OPEN, then an attempt replaced by WAIT: THINK after WAIT completes nothing.
+    assert out == [OPEN, WAIT, THINK, A, END, EOS]
+    assert state.thinking_tokens == 4
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_no_output_ever_holds_a_delimiter_where_it_is_banned(seed: int) -> None:
+    """A random model that prefers the delimiters, driven as the processor drives it."""
+    import random
+
+    rng = random.Random(seed)
+    p = ForcingPlan(
+        end=(END,),
+        eos=(EOS,),
+        phrases=((WAIT,),),
+        extensions=rng.randint(0, 2),
+        max_thinking=rng.choice([None, 0, 3, 9]),
+        max_answer=12,
+        ban_thinking=((START,), (OPEN, THINK)),
+        ban_answer=((START,), (OPEN, THINK), (END,)),
+    )
+    state = ForcingState(p)
+    out: list[int] = []
+    vocabulary = [A, B, START, END, OPEN, THINK, EOS]
+    while state.phase is not Phase.FINISHED and len(out) < 80:
+        token = state.pending()
+        if token is None:
+            banned = state.banned_next()
+            token = rng.choice([t for t in vocabulary if t not in banned])
+            if state.phase is Phase.THINKING and token in p.end_attempt_ids:
+                token = state.end_attempt()
+        state.observe(token)
+        out.append(token)
+    answer = out[state.answer_start :] if state.answer_start is not None else []
+    thinking = out[: state.thinking_end] if state.thinking_end is not None else out
+    assert START not in out
+    assert END not in answer
+    for pair in itertools.pairwise(out):
+        assert pair != (OPEN, THINK)
+    assert thinking.count(END) == 0
+
+
+def test_ban_settings_round_trip_and_stay_off_the_wire_when_unset() -> None:
+    p = banning(extensions=1)
+    args = p.to_extra_args()
+    assert args["ban_thinking"] == [[START]] and args["ban_answer"] == [[START], [END]]
+    assert ForcingPlan.from_extra_args(args) == p
+    assert ForcingPlan.from_extra_args(p.to_json()) == p
+    # A plan without them sends what servers of the previous release accept.
+    assert set(plan().to_extra_args()) == {
+        "end", "eos", "min_thinking", "max_thinking", "extensions", "phrases", "conclusion",
+        "max_answer",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ({"ban_answer": [[]]}, "ban_thinking and ban_answer"),
+        ({"ban_thinking": [1]}, "ban_thinking"),
+        ({"landing": 3}, "landing needs max_thinking"),
+        ({"landing": -1}, "landing"),
+        ({"landing": 3, "max_thinking": 9}, "break tokens"),
+        ({"landing": 10, "max_thinking": 9, "breaks": [5]}, "landing exceeds"),
+        ({"breaks": ["x"]}, "breaks"),
+    ],
+)
+def test_new_settings_are_validated_by_name(args: dict, field: str) -> None:
+    base = plan().to_extra_args()
+    base.update(args)
+    with pytest.raises(ValueError, match=field):
+        ForcingPlan.from_extra_args(base)
+
+
+# -- soft landing ------------------------------------------------------------------------
+
+NL, DOT, DIGIT = 70, 71, 72
+
+
+def landing_plan(**kw: object) -> ForcingPlan:
+    base: dict = {"max_thinking": 20, "landing": 5, "breaks": (NL,), "weak_breaks": (DOT,)}
+    base["digits"] = (DIGIT,)
+    base.update(kw)
+    return plan(**base)
+
+
+def test_landing_ends_at_the_first_break_inside_the_window() -> None:
+    p = landing_plan()
+    assert p.landing_from == 15  # the last 5 of 20
+    # A break at 15 thinking tokens is before the window; the one at 17 is inside it.
+    model = [A] * 14 + [NL, A, NL, A, A, A, A, A]
+    out, _, state = drive(p, model)
+    assert out[:18] == [A] * 14 + [NL, A, NL, END]
+    assert state.thinking_tokens == 17 and state.landed and state.ended_by == "budget"
+
+
+def test_without_a_break_in_the_window_the_cap_cuts_as_before() -> None:
+    out, _, state = drive(landing_plan(), [A] * 14 + [NL] + [A] * 10)
+    assert out[:21] == [A] * 14 + [NL, A, A, A, A, A, END]  # the newline came at 15: too early
+    assert state.thinking_tokens == 20 and not state.landed
+    out, _, state = drive(landing_plan(), [A] * 30)
+    assert state.thinking_tokens == 20 and not state.landed and out[20] == END
+
+
+def test_landing_never_passes_the_cap_and_still_forces_the_conclusion() -> None:
+    p = landing_plan(conclusion=(CONCL, CONCL))
+    assert p.landing_from == 13
+    out, _, state = drive(p, [A] * 13 + [NL] + [A] * 10)
+    assert out[:17] == [A] * 13 + [NL, CONCL, CONCL, END]
+    assert state.thinking_tokens == 16 <= 20
+    for n in range(0, 25):  # wherever the break falls, never past the cap
+        _, _, s = drive(p, [A] * n + [NL] + [A] * 30)
+        assert s.thinking_tokens <= 20
+
+
+def test_a_full_stop_after_a_digit_is_no_sentence_end() -> None:
+    p = landing_plan()
+    _, _, state = drive(p, [A] * 16 + [DIGIT, DOT] + [A] * 10)  # "3." at 18: a decimal
+    assert state.thinking_tokens == 20 and not state.landed
+    _, _, state = drive(p, [A] * 16 + [A, DOT] + [A] * 10)  # "a." at 18: a sentence end
+    assert state.thinking_tokens == 18 and state.landed
+    _, _, state = drive(p, [A] * 16 + [DIGIT, DOT, DOT] + [A] * 10)  # "3..": the second lands
+    assert state.thinking_tokens == 19 and state.landed
+
+
+def test_landing_waits_for_the_minimum() -> None:
+    p = landing_plan(min_thinking=18)
+    assert p.landing_from == 17
+    _, _, state = drive(p, [A] * 16 + [NL, A, NL, A, A])
+    assert state.thinking_tokens == 19 and state.landed  # the newline at 17 was too early
+
+
+def test_forced_tokens_never_land() -> None:
+    """A phrase that happens to be a break token is not the model stopping at a break."""
+    p = landing_plan(extensions=3, phrases=((NL,),))
+    out, _, state = drive(p, [A] * 16 + [END, A, A, A, A, A])
+    assert out[16] == NL  # the extension
+    assert state.thinking_tokens == 20 and not state.landed
+
+
+def test_landing_settings_round_trip() -> None:
+    p = landing_plan(conclusion=(CONCL,), min_thinking=2)
+    assert ForcingPlan.from_extra_args(p.to_extra_args()) == p
+    assert ForcingPlan.from_extra_args(p.to_json()) == p
+
+
+def test_replay_recovers_a_landing() -> None:
+    p = landing_plan(extensions=1)
+    out, forced, driven = drive(p, [A, END] + [A] * 14 + [NL, A, A, A])
+    replayed = replay(p, out, forced)
+    assert replayed.landed and driven.landed
+    assert replayed.thinking_tokens == driven.thinking_tokens == 17
+    assert replayed.extension_positions == driven.extension_positions == [1]
+
+
+# -- the budget knob ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"soft_landing_tokens": 8}, "soft_landing_tokens .* needs max_thinking_tokens"),
+        ({"soft_landing_tokens": 8, "max_thinking_tokens": 4}, "soft_landing_tokens .* exceeds"),
+        ({"soft_landing_tokens": -1, "max_thinking_tokens": 4}, "soft_landing_tokens"),
+    ],
+)
+def test_soft_landing_budget_is_validated_by_name(kw: dict, match: str) -> None:
+    from s1_integrations import ThinkingBudget
+
+    with pytest.raises(ValueError, match=match):
+        ThinkingBudget(**kw)
+    ThinkingBudget(soft_landing_tokens=4, max_thinking_tokens=4)
+
+
+# -- delimiters as vLLM's bad_words tokenize them; break tokens from a vocabulary ------------
+
+
+class _WithMaxId:
+    """The one attribute vLLM's update_from_tokenizer needs beyond a Hugging Face tokenizer."""
+
+    def __init__(self, tokenizer) -> None:  # type: ignore[no-untyped-def]
+        self.inner = tokenizer
+        self.max_token_id = len(tokenizer) - 1
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return self.inner.encode(text, add_special_tokens=add_special_tokens)
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ("<think>",),
+        ("<think>", "</think>"),
+        ("</think>\n",),
+        ("\n</think>",),
+        ("Wait", " so"),
+        ("<|im_start|>think", "<|im_start|>answer"),
+    ],
+)
+def test_bad_word_ids_are_what_vllm_suppresses(tokenizer, words: tuple[str, ...]) -> None:
+    from vllm import SamplingParams
+
+    from s1_integrations.core.formats import bad_word_ids
+
+    params = SamplingParams(bad_words=list(words))
+    params.update_from_tokenizer(_WithMaxId(tokenizer))  # type: ignore[arg-type]
+    assert bad_word_ids(tokenizer, words) == tuple(
+        dict.fromkeys(tuple(x) for x in params._bad_words_token_ids or [])
+    )
+
+
+def test_break_tokens_classify_the_vocabulary(tokenizer) -> None:
+    from s1_integrations.core.formats import SENTENCE_ENDS, break_tokens
+
+    found = break_tokens(tokenizer)
+    newline = tokenizer.encode("\n", add_special_tokens=False)
+    assert len(newline) == 1 and newline[0] in found.breaks
+    special = set(tokenizer.all_special_ids)
+    for i in found.breaks:
+        text = tokenizer.decode([i])
+        assert i not in special
+        assert text.endswith(("\n", "\r")) or (text[-1] in SENTENCE_ENDS and not text[-2].isdigit())
+    for i in found.weak:
+        assert set(tokenizer.decode([i]).strip()) <= set(SENTENCE_ENDS)
+    for i in found.digits:
+        assert tokenizer.decode([i])[-1].isdigit()
+    assert not set(found.breaks) & set(found.weak)
+    # A token inside a delimiter, before its last token, never breaks.
+    inner = found.breaks[0]
+    assert inner not in break_tokens(tokenizer, ((inner, 999),)).breaks
+
+
+def test_replay_reads_a_whole_multi_token_end_forced_after_an_attempt_near_the_cap() -> None:
+    """An end of sequence one token before the cap: the processor forces the two-token end at
+    once, and the replay (no log-probabilities for a cap-only plan) must not see the cap fall
+    due inside it."""
+    p = ForcingPlan(end=(7, 8), eos=(EOS,), max_thinking=3)
+    out, _, driven = drive(p, [A, A, EOS, B, EOS])
+    assert out == [A, A, 7, 8, B, EOS]
+    replayed = replay(p, out, [False] * len(out))
+    assert replayed.thinking_tokens == driven.thinking_tokens == 2
+    assert replayed.ended_by == driven.ended_by == "model"
+    assert replayed.answer_tokens == 1 and replayed.thinking_end == 2
+
+
+def test_the_rounds_bans_travel_to_servers_as_bad_words() -> None:
+    """Servers without the processor serve rounds: the delimiters must reach them too."""
+    from vllm import SamplingParams
+
+    from s1_integrations.engine.remote import completion_body
+
+    plain = completion_body(SamplingParams(max_tokens=3), [1], "m")
+    assert "bad_words" not in plain
+    banned = completion_body(
+        SamplingParams(max_tokens=3, bad_words=["<think>", "</think>"]), [1], "m"
+    )
+    assert banned["bad_words"] == ["<think>", "</think>"]
+    # The soft-landing plan, as one JSON string in vllm_xargs.
+    p = landing_plan(**BANS_FOR_WIRE)
+    body = completion_body(
+        SamplingParams(max_tokens=3, extra_args={"s1_budget": p.to_extra_args()}), [1], "m"
+    )
+    assert ForcingPlan.from_extra_args(body["vllm_xargs"]["s1_budget"]) == p
+
+
+BANS_FOR_WIRE = {"ban_thinking": ((START,),), "ban_answer": ((START,), (END,))}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import sys
 from types import SimpleNamespace
 from typing import Any
 
@@ -282,7 +285,9 @@ PLANS = [
 ]
 
 
-def decode(decide_on_device: bool, seed: int) -> tuple[list[list[int]], list[tuple[object, ...]]]:
+def decode(
+    decide_on_device: bool, seed: int, delimiters: bool = False
+) -> tuple[list[list[int]], list[tuple[object, ...]]]:
     """A greedy decoding loop over random logits that often try to stop, as vLLM drives it.
 
     Row 5 samples (temperature 1): it takes the host path in both modes, so the two runs
@@ -307,6 +312,11 @@ def decode(decide_on_device: bool, seed: int) -> tuple[list[list[int]], list[tup
         logits[tries < 0.3, END] += 8.0  # attempts to stop thinking
         logits[(tries > 0.3) & (tries < 0.4), EOS] += 8.0  # and to stop altogether
         logits[(tries > 0.4) & (tries < 0.5), WAIT] += 8.0  # the model's own "Wait"
+        if delimiters:  # a model that would reopen (or re-close) the thinking
+            logits[(tries > 0.5) & (tries < 0.7), START] += 9.0
+            logits[(tries > 0.7) & (tries < 0.85), OPEN] += 9.0
+            logits[(tries > 0.85), B] += 9.0
+            logits[(tries < 0.3), END] += 1.0  # and keeps trying to close it, in the answer too
         sampled = proc.apply(logits).argmax(dim=-1).tolist()
         proc.update_state(None)
         for i, token in enumerate(sampled):
@@ -364,3 +374,141 @@ def test_on_the_device_an_attempt_is_read_back_with_the_next_token() -> None:
     BudgetForcingLogitsProcessor._catch_up(proc.requests[0])
     assert state.phase is Phase.ANSWERING and state.ended_by == "model"
     assert state.thinking_tokens == 3
+
+
+# -- no re-entry and the soft landing (issue 16) -------------------------------------------
+
+START, OPEN = 13, 14  # the start delimiter; the first token of a two-token one (OPEN, B)
+BANS = {"ban_thinking": ((START,), (OPEN, B)), "ban_answer": ((START,), (OPEN, B), (END,))}
+
+
+def banned_params(temperature: float = 0.0, **plan_kw: object) -> SamplingParams:
+    plan = ForcingPlan(end=(END,), eos=(EOS,), phrases=((WAIT,),), **BANS, **plan_kw)  # type: ignore[arg-type]
+    return SamplingParams(
+        temperature=temperature, seed=0, extra_args={EXTRA_ARGS_KEY: plan.to_extra_args()}
+    )
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_the_answer_can_never_write_either_delimiter(temperature: float) -> None:
+    proc = processor()
+    out: list[int] = []
+    proc.update_state(update(added=[(0, banned_params(temperature, max_thinking=0), None, out)]))
+    assert forced_token(proc.apply(logits_preferring(START))[0]) == END
+    out.append(END)
+    row = proc.apply(logits_preferring(START))[0]
+    assert row[START] == NEG and row[END] == NEG
+    assert row[A] == 0.0 and torch.isfinite(row).sum() == V - 2  # nothing else is touched
+    out.append(OPEN)
+    row = proc.apply(logits_preferring(B))[0]
+    assert row[B] == NEG  # OPEN then B would spell the two-token delimiter
+    out.append(A)
+    row = proc.apply(logits_preferring(B))[0]
+    assert row[B] == 5.0
+
+
+def test_thinking_masks_the_start_before_it_decides_an_attempt() -> None:
+    """The model's first choice is a second <think>; its second is to stop: that is an attempt."""
+    proc = processor()
+    out: list[int] = []
+    proc.update_state(update(added=[(0, banned_params(min_thinking=3), None, out)], size=1))
+    logits = logits_preferring(START, rows=1)
+    logits[0, END] = 4.0
+    assert forced_token(proc.apply(logits)[0]) == WAIT  # END (second best) was the attempt
+    out.append(WAIT)
+    logits = logits_preferring(START, rows=1)
+    row = proc.apply(logits.clone())[0]
+    assert row[START] == NEG and row[END] == 0.0  # the end stays the model's to choose
+    assert proc.requests[0].state.inserted == 1
+
+
+def test_a_soft_landing_forces_the_end_after_a_break_in_the_window() -> None:
+    NL = 15
+    plan = ForcingPlan(
+        end=(END,),
+        eos=(EOS,),
+        max_thinking=6,
+        landing=3,
+        breaks=(NL,),
+        **BANS,  # type: ignore[arg-type]
+    )
+    proc = processor()
+    out: list[int] = []
+    p = SamplingParams(temperature=0.0, extra_args={EXTRA_ARGS_KEY: plan.to_extra_args()})
+    proc.update_state(update(added=[(0, p, None, out)], size=1))
+    for token in [A, A, NL, A]:  # the newline at 3 is before the window (the last 3 of 6)
+        assert forced_token(proc.apply(logits_preferring(token, rows=1))[0]) is None
+        out.append(token)
+    assert forced_token(proc.apply(logits_preferring(NL, rows=1))[0]) is None
+    out.append(NL)  # at 5: inside the window
+    assert forced_token(proc.apply(logits_preferring(A, rows=1))[0]) == END
+    state = proc.requests[0].state
+    assert state.landed and state.thinking_tokens == 5
+
+
+def test_validate_params_checks_the_new_settings() -> None:
+    bad = ForcingPlan(end=(END,), eos=(EOS,)).to_extra_args()
+    bad["landing"] = 2
+    with pytest.raises(ValueError, match="landing"):
+        BudgetForcingLogitsProcessor.validate_params(
+            SamplingParams(extra_args={EXTRA_ARGS_KEY: bad})
+        )
+
+
+BANNED_PLANS = [dataclasses.replace(plan, **BANS) for plan in PLANS]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_on_the_device_and_on_the_host_the_same_delimiters_are_masked(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The random loop above, with a model that keeps trying to write the delimiters."""
+    monkeypatch.setattr(sys.modules[__name__], "PLANS", BANNED_PLANS)
+    host_outs, host_states = decode(decide_on_device=False, seed=seed, delimiters=True)
+    device_outs, device_states = decode(decide_on_device=True, seed=seed, delimiters=True)
+    assert device_outs == host_outs and device_states == host_states
+    for out, state in zip(host_outs, host_states, strict=True):
+        assert START not in out
+        assert all(pair != (OPEN, B) for pair in itertools.pairwise(out))
+        thinking_end = state[6]
+        if thinking_end is not None:
+            assert END not in out[thinking_end + 1 :]  # the answer never closes it again
+    assert sum(s[0] is Phase.FINISHED for s in host_states) >= 3
+
+
+# -- engine settings under which vLLM would skip the processor -------------------------------
+
+
+def engine_config(**overrides: object) -> Any:
+    base: dict[str, object] = {
+        "speculative_config": None,
+        "model_config": SimpleNamespace(runner_type="generate"),
+        "use_v2_model_runner": False,
+    }
+    base.update(overrides)
+    return SimpleNamespace(**base)
+
+
+@pytest.mark.parametrize(
+    ("config", "on_tpu", "setting"),
+    [
+        (engine_config(speculative_config=object()), False, "speculative_config"),
+        (engine_config(model_config=SimpleNamespace(runner_type="pooling")), False, "runner"),
+        (engine_config(), True, "platform"),
+        (engine_config(use_v2_model_runner=True), False, "VLLM_USE_V2_MODEL_RUNNER"),
+    ],
+    ids=["speculative", "pooling", "tpu", "model-runner-v2"],
+)
+def test_settings_that_skip_logits_processors_are_refused(
+    config: Any, on_tpu: bool, setting: str
+) -> None:
+    from s1_integrations.engine.processor import (
+        ProcessorSkippedError,
+        refuse_config_without_processors,
+    )
+
+    with pytest.raises(ProcessorSkippedError, match=f"^{setting}: .*silently ignored") as info:
+        refuse_config_without_processors(config, on_tpu=on_tpu)
+    assert info.value.setting == setting
+    assert isinstance(info.value, ValueError)
+    refuse_config_without_processors(engine_config(), on_tpu=False)  # the usual case passes

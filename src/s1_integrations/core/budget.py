@@ -22,7 +22,9 @@ class ThinkingBudget(BaseModel):
 
     The cap forces the end of thinking once ``max_thinking_tokens`` are spent; the minimum and
     ``extensions`` replace the model's attempts to stop thinking with an extension phrase
-    ("Wait"), which is what made s1 scale with test-time compute.
+    ("Wait"), which is what made s1 scale with test-time compute. ``soft_landing_tokens``
+    lets the cap end the thinking at a line or sentence end shortly before it instead of
+    mid-sentence; the count never exceeds ``max_thinking_tokens`` either way.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -44,6 +46,14 @@ class ThinkingBudget(BaseModel):
     )
     max_answer_tokens: int = Field(
         default=1024, ge=1, description="Tokens allowed after the thinking ends."
+    )
+    soft_landing_tokens: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Within this many tokens before the cap, end the thinking at the first natural "
+            "break (a newline or a sentence end) instead of cutting it mid-line; 0 is off."
+        ),
     )
 
     @field_validator("extension_phrases", mode="before")
@@ -78,6 +88,19 @@ class ThinkingBudget(BaseModel):
                 f"min_thinking_tokens ({self.min_thinking_tokens}) exceeds "
                 f"max_thinking_tokens ({self.max_thinking_tokens})"
             )
+        if self.soft_landing_tokens:
+            # A landing is a way of meeting the cap: without one it would never happen, and a
+            # window wider than the cap would say something the budget cannot do.
+            if self.max_thinking_tokens is None:
+                raise ValueError(
+                    f"soft_landing_tokens ({self.soft_landing_tokens}) needs "
+                    "max_thinking_tokens: it ends the thinking early only to meet a cap"
+                )
+            if self.soft_landing_tokens > self.max_thinking_tokens:
+                raise ValueError(
+                    f"soft_landing_tokens ({self.soft_landing_tokens}) exceeds "
+                    f"max_thinking_tokens ({self.max_thinking_tokens})"
+                )
         return self
 
     @property

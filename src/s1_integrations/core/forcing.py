@@ -12,6 +12,8 @@ import json
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property, lru_cache
+from itertools import islice
 from typing import Any
 
 #: Key of the per-request settings in ``SamplingParams.extra_args`` (``vllm_xargs`` over HTTP).
@@ -19,7 +21,12 @@ EXTRA_ARGS_KEY = "s1_budget"
 
 
 class ForcingMismatch(RuntimeError):
-    """A token disagreed with a forced sequence: something else rewrote the logits."""
+    """A token disagreed with the budget: something else rewrote the logits, or nothing forced.
+
+    Raised when a token differs from a forced one, and when the model wrote a thinking
+    delimiter that the budget suppresses: the engine that produced the output did not apply
+    the budget, and the result would misstate what was counted.
+    """
 
 
 class Phase(Enum):
@@ -36,7 +43,19 @@ class _Kind(Enum):
 
 @dataclass(frozen=True)
 class ForcingPlan:
-    """A budget resolved to token ids for one model: what the processor needs per request."""
+    """A budget resolved to token ids for one model: what the processor needs per request.
+
+    ``ban_thinking`` and ``ban_answer`` are token-id sequences the model may not write while
+    thinking and once the thinking has ended (the start delimiter, and in the answer the end
+    delimiter too): a sequence is suppressed by masking its last token where the model's own
+    tokens since the last forced token end in the rest of it, exactly as vLLM's ``bad_words``
+    treat a request's output, so the rounds strategy gets the same tokens from vLLM itself.
+
+    ``landing`` is the soft-landing window: once the thinking is within ``landing`` tokens of
+    the point where the cap forces its sequence, the first ``breaks`` token the model writes
+    ends the thinking there. ``weak_breaks`` (bare sentence punctuation) break only when the
+    token before is not in ``digits`` ("3.5" is no sentence end).
+    """
 
     end: tuple[int, ...]
     eos: tuple[int, ...]
@@ -46,6 +65,12 @@ class ForcingPlan:
     phrases: tuple[tuple[int, ...], ...] = ()
     conclusion: tuple[int, ...] = ()
     max_answer: int | None = None
+    ban_thinking: tuple[tuple[int, ...], ...] = ()
+    ban_answer: tuple[tuple[int, ...], ...] = ()
+    landing: int = 0
+    breaks: tuple[int, ...] = ()
+    weak_breaks: tuple[int, ...] = ()
+    digits: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.end:
@@ -65,6 +90,17 @@ class ForcingPlan:
                 raise ValueError("min_thinking exceeds max_thinking")
         if self.max_answer is not None and self.max_answer < 1:
             raise ValueError("max_answer must be >= 1")
+        if any(not b for b in (*self.ban_thinking, *self.ban_answer)):
+            raise ValueError("ban_thinking and ban_answer sequences must have at least one token")
+        if self.landing < 0:
+            raise ValueError("landing must be >= 0")
+        if self.landing:
+            if self.max_thinking is None:
+                raise ValueError("landing needs max_thinking: it ends the thinking before a cap")
+            if self.landing > self.max_thinking:
+                raise ValueError("landing exceeds max_thinking")
+            if not self.breaks and not self.weak_breaks:
+                raise ValueError("landing needs break tokens (breaks or weak_breaks)")
 
     @property
     def needs_extensions(self) -> bool:
@@ -79,8 +115,47 @@ class ForcingPlan:
         """
         return (self.end[0], *self.eos) if len(self.end) == 1 else self.eos
 
+    @cached_property
+    def landing_from(self) -> int | None:
+        """Thinking tokens after which a break ends the thinking (``None``: no landing).
+
+        The window is the last ``landing`` tokens before the cap's forced sequence, and never
+        reaches below the minimum: a break lands when the count after it exceeds this.
+        """
+        if not self.landing or self.max_thinking is None:
+            return None
+        start = self.max_thinking - len(self.conclusion) - self.landing
+        return max(start, self.min_thinking - 1, 0)
+
+    @cached_property
+    def delimiter_sequences(self) -> tuple[tuple[int, ...], ...]:
+        """Every sequence the state matches across tokens: the end and the suppressed ones."""
+        return (self.end, *self.ban_thinking, *self.ban_answer)
+
+    @cached_property
+    def _bans(self) -> dict[Phase, tuple[tuple[int, ...], tuple[tuple[tuple[int, ...], int], ...]]]:
+        """Per phase: single tokens always masked, and (prefix, last) pairs of longer ones."""
+
+        def split(
+            seqs: tuple[tuple[int, ...], ...],
+        ) -> tuple[tuple[int, ...], tuple[tuple[tuple[int, ...], int], ...]]:
+            singles = tuple(dict.fromkeys(s[0] for s in seqs if len(s) == 1))
+            multis = tuple(dict.fromkeys((s[:-1], s[-1]) for s in seqs if len(s) > 1))
+            return singles, multis
+
+        return {Phase.THINKING: split(self.ban_thinking), Phase.ANSWERING: split(self.ban_answer)}
+
+    @cached_property
+    def _ban_memory(self) -> int:
+        """How many of the model's recent tokens a multi-token ban needs to see."""
+        return max((len(s) - 1 for s in (*self.ban_thinking, *self.ban_answer)), default=0)
+
+    @cached_property
+    def _break_sets(self) -> tuple[frozenset[int], frozenset[int], frozenset[int]]:
+        return frozenset(self.breaks), frozenset(self.weak_breaks), frozenset(self.digits)
+
     def to_extra_args(self) -> dict[str, Any]:
-        return {
+        args: dict[str, Any] = {
             "end": list(self.end),
             "eos": list(self.eos),
             "min_thinking": self.min_thinking,
@@ -90,23 +165,38 @@ class ForcingPlan:
             "conclusion": list(self.conclusion),
             "max_answer": self.max_answer,
         }
+        # The newer settings travel only when set, so a plan without them is what older
+        # servers already accept (they refuse unknown settings rather than ignore them).
+        if self.ban_thinking:
+            args["ban_thinking"] = [list(b) for b in self.ban_thinking]
+        if self.ban_answer:
+            args["ban_answer"] = [list(b) for b in self.ban_answer]
+        if self.landing:
+            args["landing"] = self.landing
+            args["breaks"] = list(self.breaks)
+            args["weak_breaks"] = list(self.weak_breaks)
+            args["digits"] = list(self.digits)
+        return args
 
     def to_json(self) -> str:
         """The settings as one string, the shape ``vllm_xargs`` can carry to a server."""
-        return json.dumps(self.to_extra_args(), separators=(",", ":"))
+        return _plan_json(self)
 
     @classmethod
-    def from_extra_args(cls, args: dict[str, Any]) -> ForcingPlan:
+    def from_extra_args(cls, args: dict[str, Any] | str) -> ForcingPlan:
         """Parse settings sent through ``extra_args``; raises ``ValueError`` naming the field.
 
         Over HTTP, ``vllm_xargs`` admits only scalars and flat lists, so the settings may also
-        arrive as one JSON string (what :meth:`to_json` writes).
+        arrive as one JSON string (what :meth:`to_json` writes). Strings are parsed once and
+        remembered: a server sees the same few budgets over and over, and a soft-landing plan
+        carries the tokenizer's break tokens.
         """
         if isinstance(args, str):
-            try:
-                args = json.loads(args)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{EXTRA_ARGS_KEY} is not valid JSON: {e}") from None
+            return _plan_from_json(args)
+        return cls._parse(args)
+
+    @classmethod
+    def _parse(cls, args: Any) -> ForcingPlan:
         if not isinstance(args, dict):
             raise ValueError(f"{EXTRA_ARGS_KEY} must be a dict, got {type(args).__name__}")
         unknown = set(args) - set(cls.__dataclass_fields__)
@@ -115,10 +205,15 @@ class ForcingPlan:
 
         def ids(name: str, value: Any) -> tuple[int, ...]:
             if not isinstance(value, (list, tuple)) or not all(
-                isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value
+                type(t) is int and t >= 0 for t in value
             ):
                 raise ValueError(f"{EXTRA_ARGS_KEY}.{name} must be a list of token ids")
             return tuple(value)
+
+        def seqs(name: str, value: Any) -> tuple[tuple[int, ...], ...]:
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"{EXTRA_ARGS_KEY}.{name} must be a list of token-id lists")
+            return tuple(ids(name, v) for v in value)
 
         def count(name: str, value: Any, optional: bool = False) -> int | None:
             if value is None and optional:
@@ -128,18 +223,21 @@ class ForcingPlan:
             return value
 
         try:
-            phrases = args.get("phrases", [])
-            if not isinstance(phrases, (list, tuple)):
-                raise ValueError(f"{EXTRA_ARGS_KEY}.phrases must be a list of token-id lists")
             return cls(
                 end=ids("end", args.get("end")),
                 eos=ids("eos", args.get("eos")),
                 min_thinking=count("min_thinking", args.get("min_thinking", 0)) or 0,
                 max_thinking=count("max_thinking", args.get("max_thinking"), optional=True),
                 extensions=count("extensions", args.get("extensions", 0)) or 0,
-                phrases=tuple(ids("phrases", p) for p in phrases),
+                phrases=seqs("phrases", args.get("phrases", [])),
                 conclusion=ids("conclusion", args.get("conclusion", [])),
                 max_answer=count("max_answer", args.get("max_answer"), optional=True),
+                ban_thinking=seqs("ban_thinking", args.get("ban_thinking", [])),
+                ban_answer=seqs("ban_answer", args.get("ban_answer", [])),
+                landing=count("landing", args.get("landing", 0)) or 0,
+                breaks=ids("breaks", args.get("breaks", [])),
+                weak_breaks=ids("weak_breaks", args.get("weak_breaks", [])),
+                digits=ids("digits", args.get("digits", [])),
             )
         except ValueError as e:
             if str(e).startswith(EXTRA_ARGS_KEY):
@@ -147,13 +245,29 @@ class ForcingPlan:
             raise ValueError(f"{EXTRA_ARGS_KEY}: {e}") from e
 
 
+@lru_cache(maxsize=256)
+def _plan_json(plan: ForcingPlan) -> str:
+    return json.dumps(plan.to_extra_args(), separators=(",", ":"))
+
+
+@lru_cache(maxsize=256)
+def _plan_from_json(text: str) -> ForcingPlan:
+    try:
+        args = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{EXTRA_ARGS_KEY} is not valid JSON: {e}") from None
+    return ForcingPlan._parse(args)
+
+
 @dataclass
 class ForcingState:
     """Where one request stands: thinking, forcing a sequence, or answering.
 
-    Drive it with :meth:`pending` (a token that must come next, if any), :meth:`end_attempt`
-    (the model tried to stop thinking: returns the first token of what replaces the attempt)
-    and :meth:`observe` (a token was produced).
+    Drive it with :meth:`pending` (a token that must come next, if any), :meth:`banned_next`
+    (tokens the model may not write next), :meth:`end_attempt` (the model tried to stop
+    thinking: returns the first token of what replaces the attempt) and :meth:`observe` (a
+    token was produced). A model token that :meth:`banned_next` ruled out raises
+    :class:`ForcingMismatch`: it means the engine did not apply the budget.
     """
 
     plan: ForcingPlan
@@ -167,8 +281,16 @@ class ForcingState:
     thinking_end: int | None = None  # output index where the end delimiter starts
     answer_start: int | None = None  # output index of the first answer token
     answer_capped: bool = False
+    landed: bool = False  # the soft landing ended the thinking at a break
     _queue: deque[tuple[int, _Kind]] = field(default_factory=deque)
     _tail: deque[int] = field(default_factory=deque)
+    # The model's own tokens since the last forced token (or the start of the answer), as
+    # far back as a multi-token ban needs: vLLM's bad_words see a round's output the same way.
+    _recent: deque[int] = field(default_factory=deque)
+    previous_token: int | None = None  # the last token observed, forced or not
+
+    def __post_init__(self) -> None:
+        self._recent = deque(maxlen=self.plan._ban_memory or 1)
 
     @property
     def forcing(self) -> bool:
@@ -194,7 +316,9 @@ class ForcingState:
             if (
                 self.phase is Phase.THINKING
                 and plan.max_thinking is not None
-                and self.thinking_tokens >= plan.max_thinking - len(plan.conclusion)
+                and (
+                    self.landed or self.thinking_tokens >= plan.max_thinking - len(plan.conclusion)
+                )
             ):
                 self.ended_by = "budget"
                 self._enqueue(plan.conclusion, _Kind.THINKING)
@@ -206,6 +330,27 @@ class ForcingState:
             ):
                 self._enqueue(plan.eos[:1], _Kind.EOS)
         return self._queue[0][0] if self._queue else None
+
+    def banned_next(self) -> tuple[int, ...]:
+        """Tokens the model may not write next: they would complete a suppressed delimiter.
+
+        While thinking that is the start delimiter (the block is already open: a model whose
+        template opened it and that writes its own would nest a second one); once the thinking
+        has ended, both delimiters, so the answer can never reopen or re-close the thinking.
+        Nothing is banned while a sequence is being forced or after the end.
+        """
+        if self._queue or self.phase is Phase.FINISHED:
+            return ()
+        singles, multis = self.plan._bans[self.phase]
+        if not multis:
+            return singles
+        banned = list(singles)
+        recent = self._recent
+        for prefix, last in multis:
+            n = len(prefix)
+            if len(recent) >= n and tuple(islice(recent, len(recent) - n, None)) == prefix:
+                banned.append(last)
+        return tuple(banned)
 
     def replacement(self) -> int:
         """What :meth:`end_attempt` would return now, without recording an attempt.
@@ -237,6 +382,7 @@ class ForcingState:
                     f"expected forced token {expected} at output position {self.position}, "
                     f"got {token}"
                 )
+            self._recent.clear()  # a forced token separates what the model wrote
             if kind is _Kind.THINKING:
                 self.thinking_tokens += 1
                 self._tail.clear()
@@ -249,16 +395,30 @@ class ForcingState:
                 self.answer_capped = True
                 self.phase = Phase.FINISHED
         elif self.phase is Phase.THINKING:
+            self._check_allowed(token)
             self._observe_thinking(token)
         elif self.phase is Phase.ANSWERING:
+            self._check_allowed(token)
             if token in self.plan.eos:
                 self.phase = Phase.FINISHED
             else:
                 self.answer_tokens += 1
+                self._recent.append(token)
+        self.previous_token = token
         self.position += 1
 
+    def _check_allowed(self, token: int) -> None:
+        if token in self.banned_next():
+            where = "thinking" if self.phase is Phase.THINKING else "answer"
+            raise ForcingMismatch(
+                f"the model wrote token {token} at output position {self.position}, which "
+                f"completes a thinking delimiter suppressed in the {where}: the engine did not "
+                "apply the budget (is the budget-forcing processor loaded there?)"
+            )
+
     def _observe_thinking(self, token: int) -> None:
-        end = self.plan.end
+        plan = self.plan
+        end = plan.end
         self.thinking_tokens += 1
         self._tail.append(token)
         if len(self._tail) > len(end):
@@ -269,15 +429,30 @@ class ForcingState:
             self.thinking_end = self.position - len(end) + 1
             self.ended_by = "model"
             self._start_answer()
-        elif token in self.plan.eos:
+        elif token in plan.eos:
             # Only reachable when nothing forced this request (e.g. replaying a bare output).
             self.thinking_tokens -= 1
             self.phase = Phase.FINISHED
+        else:
+            self._recent.append(token)
+            landing_from = plan.landing_from
+            if (
+                landing_from is not None
+                and self.thinking_tokens > landing_from
+                and self.is_break(token, self.previous_token)
+            ):
+                self.landed = True  # pending() forces the conclusion and the delimiter next
+
+    def is_break(self, token: int, previous: int | None) -> bool:
+        """Whether ``token`` after ``previous`` is a natural place to stop (line/sentence end)."""
+        breaks, weak, digits = self.plan._break_sets
+        return token in breaks or (token in weak and previous not in digits)
 
     def _start_answer(self) -> None:
         self.phase = Phase.ANSWERING
         self.answer_start = self.position + 1
         self._tail.clear()
+        self._recent.clear()
 
     def _enqueue(self, ids: tuple[int, ...], kind: _Kind) -> None:
         self._queue.extend((t, kind) for t in ids)
@@ -305,7 +480,9 @@ class Replayer:
         limit = len(self.ids) if final else len(self.ids) - self._lookahead + 1
         while state.position < limit and state.phase is not Phase.FINISHED:
             i = state.position
-            if (
+            if self._whole_end_follows(i):
+                state.end_attempt()  # its tokens are the delimiter's, not thinking
+            elif (
                 state.pending() is None
                 and self.forced[i]
                 and state.phase is Phase.THINKING
@@ -313,6 +490,27 @@ class Replayer:
             ):
                 state.end_attempt()
             state.observe(self.ids[i])
+
+    def _whole_end_follows(self, i: int) -> bool:
+        """A multi-token end delimiter starts at ``i`` while the model may still think.
+
+        The processor forces the whole delimiter after an attempt to stop (an end of
+        sequence), and without log-probabilities its tokens look like the model's own; read
+        one by one they would count as thinking, and the cap could seem due inside them.
+        Either way (the model's or forced after an attempt) the block ended by the model.
+        """
+        state = self.state
+        plan = state.plan
+        n = len(plan.end)
+        if n == 1 or state.phase is not Phase.THINKING or state.forcing:
+            return False
+        if tuple(self.ids[i : i + n]) != plan.end or state.extension_due() is not None:
+            return False
+        cap = plan.max_thinking
+        return not (
+            cap is not None
+            and (state.landed or state.thinking_tokens >= cap - len(plan.conclusion))
+        )
 
     def _forced_run_follows(self, i: int) -> bool:
         phrase = self.state.extension_due()

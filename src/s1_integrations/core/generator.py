@@ -13,7 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from s1_integrations.core.budget import BudgetError, BudgetLike, ThinkingBudget, as_budget
 from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan, ForcingState, Phase
-from s1_integrations.core.formats import ThinkingFormat, detect_format
+from s1_integrations.core.formats import (
+    BreakTokens,
+    ThinkingFormat,
+    bad_word_ids,
+    break_tokens,
+    detect_format,
+)
 from s1_integrations.core.prompts import Prompt, PromptError, render_prompt
 from s1_integrations.core.results import (
     BudgetForcedResult,
@@ -112,6 +118,13 @@ class BudgetForcedGenerator:
             if not self.end_ids:
                 raise ValueError("thinking_format.end: the end delimiter encodes to no tokens")
             self.eos_ids = self._eos_ids()
+            # What the model may not write (the thinking can never be reopened, nor closed a
+            # second time): as vLLM's bad_words would tokenize the delimiters, so the rounds
+            # strategy, which hands vLLM the words, suppresses exactly what the processor does.
+            fmt = self.thinking_format
+            self.ban_thinking = bad_word_ids(self.tokenizer, (fmt.start,))
+            self.ban_answer = bad_word_ids(self.tokenizer, (fmt.start, fmt.end))
+            self._breaks: BreakTokens | None = None
             self.default_budget = as_budget(budget)
             self.strategy: Strategy = strategy
             if engine.forcing_in_engine and engine.logprobs_mode != "processed_logprobs":
@@ -178,6 +191,13 @@ class BudgetForcedGenerator:
             self._plans[budget] = plan
         return plan
 
+    def break_tokens(self) -> BreakTokens:
+        """The vocabulary's line and sentence ends (soft landing), classified once."""
+        if self._breaks is None:
+            delimiters = (self.end_ids, *self.ban_thinking, *self.ban_answer)
+            self._breaks = break_tokens(self.tokenizer, delimiters)
+        return self._breaks
+
     def _plan_for(self, budget: ThinkingBudget) -> ForcingPlan:
         conclusion = self._encode(budget.conclusion) if budget.conclusion else ()
         cap = budget.max_thinking_tokens
@@ -186,6 +206,20 @@ class BudgetForcedGenerator:
                 "conclusion",
                 f"{len(conclusion)} tokens do not fit under max_thinking_tokens={cap}",
             )
+        landing: dict[str, Any] = {}
+        if budget.soft_landing_tokens:
+            found = self.break_tokens()
+            if not found.breaks and not found.weak:
+                raise BudgetError(
+                    "soft_landing_tokens",
+                    "this tokenizer has no token ending in a newline or a sentence end",
+                )
+            landing = {
+                "landing": budget.soft_landing_tokens,
+                "breaks": found.breaks,
+                "weak_breaks": found.weak,
+                "digits": found.digits,
+            }
         return ForcingPlan(
             end=self.end_ids,
             eos=self.eos_ids,
@@ -195,6 +229,9 @@ class BudgetForcedGenerator:
             phrases=tuple(self._encode(p) for p in budget.extension_phrases),
             conclusion=conclusion,
             max_answer=budget.max_answer_tokens,
+            ban_thinking=self.ban_thinking,
+            ban_answer=self.ban_answer,
+            **landing,
         )
 
     def prepare(
@@ -342,11 +379,16 @@ class BudgetForcedGenerator:
 
         Each round generates only up to the remaining budget, stops at an attempt to end the
         thinking, and appends the extension phrase or the end delimiter as token ids; prefix
-        caching means a round re-prefills only what the previous one added.
+        caching means a round re-prefills only what the previous one added. The delimiters the
+        processor masks go to vLLM as ``bad_words``, which vLLM applies to each round's own
+        output, as the processor applies them to what the model wrote since the last forced
+        token. With a soft landing, rounds inside the window also stop at every break token.
         """
         trackers = [self._tracker(item, options) for item in items]
         drivers = [ForcingState(item.plan) for item in items]
         outputs: list[list[int]] = [[] for _ in items]
+        longest = [max(map(len, item.plan.delimiter_sequences)) for item in items]
+        before_window = [False] * len(items)
         round_no = 0
 
         def append(k: int, ids: list[int], forced: bool) -> list[StreamEvent]:
@@ -368,14 +410,28 @@ class BudgetForcedGenerator:
                     continue
                 plan = item.plan
                 room = item.max_tokens - len(outputs[k])
+                stop_ids = list(plan.end_attempt_ids)
+                before_window[k] = False
                 if plan.max_thinking is not None:
                     room = min(
                         room, plan.max_thinking - len(plan.conclusion) - state.thinking_tokens
                     )
+                    if plan.landing_from is not None:
+                        ahead = plan.landing_from - state.thinking_tokens
+                        if ahead <= 0:  # inside the window: any break may end the thinking
+                            stop_ids += [*plan.breaks, *plan.weak_breaks]
+                        elif max(ahead, longest[k]) < room:
+                            # Up to the window (at least a delimiter's length, so trimming an
+                            # open delimiter below always leaves progress), break-blind.
+                            room = max(ahead, longest[k])
+                            before_window[k] = True
                 if room <= 0:
                     state.phase = Phase.FINISHED  # out of context while thinking
                     continue
-                extra: dict[str, Any] = {"stop_token_ids": list(plan.end_attempt_ids)}
+                extra: dict[str, Any] = {
+                    "stop_token_ids": stop_ids,
+                    "bad_words": [self.thinking_format.start],
+                }
                 if len(plan.end) > 1:
                     extra.update(
                         stop=[self.thinking_format.end],
@@ -399,6 +455,17 @@ class BudgetForcedGenerator:
                 state = drivers[k]
                 natural = _strip_end_attempt(ids, completion, items[k].plan)
                 attempt = natural is not ids
+                landed = _landing_cut(state, natural)
+                if landed < len(natural):
+                    # The landing ended the thinking at a break inside this round: what the
+                    # model wrote after it was never part of the output (one pass stops there).
+                    natural, attempt = natural[:landed], False
+                elif before_window[k] and completion.finish_reason == "length" and not attempt:
+                    # Cut at the window's edge, not by a forced token: a delimiter begun here
+                    # would be split between two requests, where neither vLLM's bad_words nor
+                    # its stop strings see it whole. Its tokens are generated again next round.
+                    open_tail = _open_delimiter(natural, items[k].plan)
+                    natural = natural[: len(natural) - open_tail]
                 for event in append(k, natural, False):
                     yield k, event
                 if attempt and state.phase is Phase.THINKING:
@@ -435,7 +502,9 @@ class BudgetForcedGenerator:
 
         room = item.max_tokens - len(output)
         left = item.budget.max_answer_tokens - answered
-        extra: dict[str, Any] = {}
+        fmt = self.thinking_format
+        # The answer can never open the thinking again, nor close it a second time.
+        extra: dict[str, Any] = {"bad_words": [fmt.start, fmt.end]}
         if options.stop:
             extra.update(stop=list(options.stop), detokenize=True)
         if options.answer_schema is not None:
@@ -645,6 +714,36 @@ def _strip_end_attempt(ids: list[int], completion: Any, plan: ForcingPlan) -> li
     if n > 1 and tuple(ids[-n:]) == plan.end:
         return ids[:-n]
     return ids
+
+
+def _landing_cut(state: ForcingState, ids: list[int]) -> int:
+    """How many of a round's tokens stand before the soft landing ends the thinking.
+
+    ``len(ids)`` where it does not: the same test :class:`ForcingState` applies to each
+    token, run ahead on the round's tokens before the state sees them.
+    """
+    start = state.plan.landing_from
+    if start is None or state.phase is not Phase.THINKING:
+        return len(ids)
+    count = state.thinking_tokens
+    previous = state.previous_token
+    for i, token in enumerate(ids):
+        count += 1
+        if count > start and state.is_break(token, previous):
+            return i + 1
+        previous = token
+    return len(ids)
+
+
+def _open_delimiter(ids: list[int], plan: ForcingPlan) -> int:
+    """How many trailing tokens of ``ids`` begin a delimiter sequence (a proper prefix)."""
+    best = 0
+    for seq in plan.delimiter_sequences:
+        for n in range(min(len(seq) - 1, len(ids)), best, -1):
+            if tuple(ids[-n:]) == seq[:n]:
+                best = n
+                break
+    return best
 
 
 def _drain_forced(state: ForcingState) -> list[int]:

@@ -21,7 +21,12 @@ from typing import Any
 
 from s1_integrations.engine.bridge import _DONE, EngineClosedError, EngineError, LoopBridge
 from s1_integrations.engine.lifetime import Guardian
-from s1_integrations.engine.processor import PROCESSOR_FQCN, names_processor
+from s1_integrations.engine.processor import (
+    PROCESSOR_FQCN,
+    names_processor,
+    refuse_config_without_processors,
+    refuse_engine_args_without_processors,
+)
 
 __all__ = ["CPU_KV_CACHE_BYTES", "EngineClosedError", "EngineError", "InProcessEngine"]
 
@@ -150,7 +155,19 @@ class InProcessEngine(LoopBridge):
             # minus the worker's own footprint, which fails unpredictably beside other
             # engines; an explicit size does not depend on what else is running.
             args["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
-        return AsyncLLM.from_engine_args(AsyncEngineArgs(model=model, **args))
+        # Budgets must never be silently ignored: settings under which vLLM runs no custom
+        # logits processor are refused here, before any process starts (engine/processor.py).
+        refuse_engine_args_without_processors(args)
+        from vllm.usage.usage_lib import UsageContext
+
+        parsed = AsyncEngineArgs(model=model, **args)
+        vllm_config = parsed.create_engine_config(UsageContext.ENGINE_CONTEXT)
+        refuse_config_without_processors(vllm_config, on_tpu=current_platform.is_tpu())
+        return AsyncLLM.from_vllm_config(
+            vllm_config,
+            enable_log_requests=parsed.enable_log_requests,
+            disable_log_stats=parsed.disable_log_stats,
+        )
 
     def _check_alive(self) -> None:
         if self._closed:

@@ -2,8 +2,10 @@
 
 Each request carrying ``extra_args["s1_budget"]`` gets a :class:`ForcingState`; every step the
 processor feeds it the newly sampled tokens and then, per row, either forces one token (all
-other logits ``-inf``), or lets the model try to stop thinking and replaces the attempt, or
-does nothing. Requests without the key cost nothing beyond a dict lookup when they join.
+other logits ``-inf``), or masks the thinking delimiters the model may not write now (the
+start delimiter while thinking, both once the thinking has ended) and lets the model try to
+stop thinking and replaces the attempt. Requests without the key cost nothing beyond a dict
+lookup when they join.
 
 On a GPU the host must not wait for the device inside a step (that would undo vLLM's
 overlap of scheduling with the forward pass), so greedy rows are decided on the device and
@@ -174,6 +176,8 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         forced_rows: list[int] = []
         forced_tokens: list[int] = []
         deciding: list[tuple[int, _Request]] = []
+        ban_rows: list[int] = []
+        ban_tokens: list[int] = []
         for index, request in self.requests.items():
             if not self._catch_up(request):
                 self._unseen_token(index)
@@ -185,8 +189,20 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             if token is not None:
                 forced_rows.append(index)
                 forced_tokens.append(token)
-            elif state.phase is Phase.THINKING:
+                continue
+            banned = state.banned_next()
+            if banned:
+                ban_rows.extend([index] * len(banned))
+                ban_tokens.extend(banned)
+            if state.phase is Phase.THINKING:
                 deciding.append((index, request))
+        if ban_rows:
+            # Before any decision: a suppressed delimiter is no choice at all, so the attempt
+            # test and the sampling both see the model's distribution without it (vLLM's
+            # bad_words, which the rounds strategy uses, mask the same way).
+            rows = self._to_device(ban_rows, logits.device)
+            tokens = self._to_device(ban_tokens, logits.device)
+            logits[rows, tokens] = float("-inf")
         if deciding and self.decide_on_device:
             greedy = [(i, r) for i, r in deciding if r.greedy]
             if greedy:
@@ -350,3 +366,68 @@ def names_processor(entry: object) -> bool:
         and issubclass(entry, BudgetForcingLogitsProcessor)
         and not issubclass(entry, BudgetForcingPlugin)
     )
+
+
+_SPECULATIVE = (
+    "vLLM runs no custom logits processors with speculative decoding (it refuses a named one "
+    "and drops installed plugins without a word)"
+)
+_POOLING = "a pooling model samples no tokens, so no logits processor runs"
+_RUNNER_V2 = (
+    "vLLM's model runner V2 (its default on GPUs with Triton) loads only processors written "
+    "for its own interface, and this one implements the V1 interface; set "
+    "VLLM_USE_V2_MODEL_RUNNER=0"
+)
+
+
+class ProcessorSkippedError(ValueError):
+    """An engine setting under which vLLM would not run the budget-forcing processor.
+
+    Budgets would then be silently ignored (or the engine would fail deep inside vLLM), so
+    the setting is refused before anything starts. ``setting`` names it.
+    """
+
+    def __init__(self, setting: str, why: str) -> None:
+        super().__init__(
+            f"{setting}: {why}; budget forcing needs vLLM to run its logits processor, so this "
+            "engine setting is refused rather than have budgets silently ignored"
+        )
+        self.setting = setting
+
+
+def refuse_engine_args_without_processors(engine_args: dict[str, object]) -> None:
+    """Refuse, from the arguments (and vLLM's environment), settings that rule it out.
+
+    Checked before vLLM parses anything, so the refusal names the setting even where vLLM
+    would fail on it for another reason first (a draft model it cannot load, or Model Runner
+    V2 without Triton, as on the CPU).
+    """
+    if engine_args.get("speculative_config") is not None:
+        raise ProcessorSkippedError("speculative_config", _SPECULATIVE)
+    if engine_args.get("runner") == "pooling":
+        raise ProcessorSkippedError("runner", _POOLING)
+    import vllm.envs
+
+    if vllm.envs.VLLM_USE_V2_MODEL_RUNNER:  # asked for outright (vLLM may also choose it)
+        raise ProcessorSkippedError("VLLM_USE_V2_MODEL_RUNNER", _RUNNER_V2)
+
+
+def refuse_config_without_processors(vllm_config: object, *, on_tpu: bool) -> None:
+    """Refuse a resolved vLLM configuration under which this processor would not run.
+
+    Read off vLLM 0.32's own code: ``build_logitsprocs`` returns no custom processors for
+    pooling models and with speculative decoding; ``_load_custom_logitsprocs`` returns none
+    on TPU; and the V2 model runner (vLLM's default on GPUs with Triton) loads only processors
+    written for its own interface, which this V1 processor is not.
+    """
+    if getattr(vllm_config, "speculative_config", None) is not None:
+        raise ProcessorSkippedError("speculative_config", _SPECULATIVE)
+    model_config = getattr(vllm_config, "model_config", None)
+    if getattr(model_config, "runner_type", None) == "pooling":
+        raise ProcessorSkippedError("runner", _POOLING)
+    if on_tpu:
+        raise ProcessorSkippedError(
+            "platform", "vLLM on TPU loads no custom logits processors (it drops them silently)"
+        )
+    if getattr(vllm_config, "use_v2_model_runner", False):
+        raise ProcessorSkippedError("VLLM_USE_V2_MODEL_RUNNER", _RUNNER_V2)

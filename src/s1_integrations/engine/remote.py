@@ -150,6 +150,10 @@ def completion_body(params: Any, prompt_ids: list[int], model: str) -> dict[str,
         body["include_stop_str_in_output"] = params.include_stop_str_in_output
     if params.stop_token_ids:
         body["stop_token_ids"] = list(params.stop_token_ids)
+    if params.bad_words:
+        # The thinking delimiters a round may not write (the budget's no-re-entry rule when
+        # the servers run rounds); the server tokenizes them as the generator does.
+        body["bad_words"] = list(params.bad_words)
     if params.logprobs is not None:
         body["logprobs"] = params.logprobs
     if params.min_tokens:
