@@ -55,7 +55,8 @@ def test_close_leaves_no_engine_process() -> None:
     with InProcessEngine(toy_model_path(), **ENGINE_ARGS) as engine:
         spawned = {p.pid for p in _children()} - before
         assert spawned, "vLLM runs its engine core in child processes"
-        assert engine.max_model_len == 512
+        config = json.loads((Path(toy_model_path()) / "config.json").read_text())
+        assert engine.max_model_len == config["max_position_embeddings"]
     engine.close()  # idempotent
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and spawned & {p.pid for p in _children()}:
