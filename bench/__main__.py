@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench import adapters, breakdown, cap, extensions, overhead, scaling
 from bench.common import BenchConfig, cpu_model
@@ -80,7 +80,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
 def build_generator(args: argparse.Namespace, cfg: BenchConfig) -> BudgetForcedGenerator:
     from s1_integrations.core.generator import BudgetForcedGenerator
 
-    engine_args: dict[str, object] = {
+    engine_args: dict[str, Any] = {
         "dtype": args.dtype,
         "seed": 0,
         "max_num_seqs": max(128, cfg.batch_size, *cfg.scaling_batches),

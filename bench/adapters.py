@@ -9,7 +9,7 @@ one batch: many prompts cost far less than that many times one prompt.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bench.common import BenchConfig, measure, questions
@@ -44,7 +44,7 @@ def run(gen: BudgetForcedGenerator, cfg: BenchConfig) -> Report:
 
     from s1_integrations.adapters.langchain import ChatBudgetForced
 
-    prompts = questions(cfg.batch_size)
+    prompts: list[Any] = list(questions(cfg.batch_size))
     b = budget(cfg)
     chat = ChatBudgetForced(
         generator=gen,
@@ -57,7 +57,7 @@ def run(gen: BudgetForcedGenerator, cfg: BenchConfig) -> Report:
     def in_loop(make: Callable[[], Awaitable[int]]) -> Callable[[], int]:
         return lambda: loop.run_until_complete(make())
 
-    def lc_tokens(messages: list[BaseMessage]) -> int:
+    def lc_tokens(messages: Sequence[BaseMessage]) -> int:
         return sum(m.usage_metadata["output_tokens"] for m in messages)  # type: ignore[attr-defined,index]
 
     def li_tokens(responses: list[Any]) -> int:
@@ -78,7 +78,7 @@ def run(gen: BudgetForcedGenerator, cfg: BenchConfig) -> Report:
         chats = [[ChatMessage(role="user", content=q)] for q in prompts]
         return li_tokens(await asyncio.gather(*(llm.achat(c) for c in chats)))
 
-    many = questions(cfg.adapter_abatch)
+    many: list[Any] = list(questions(cfg.adapter_abatch))
 
     async def abatch_many() -> int:
         return lc_tokens(await chat.abatch(many))

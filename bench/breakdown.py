@@ -8,6 +8,7 @@ the generator's own bookkeeping run in this process, on the critical path of a s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bench import overhead
@@ -31,6 +32,7 @@ def _params(n_tokens: int | None, max_tokens: int, plan: Any, kind: str, **extra
     """Exactly ``n_tokens`` (plain) or the generator's limits with its forcing plan."""
     from vllm import SamplingParams
 
+    length: dict[str, Any]
     if plan is None:
         assert n_tokens is not None
         length = {"min_tokens": n_tokens, "max_tokens": n_tokens, "ignore_eos": True}
@@ -66,9 +68,12 @@ def run(gen: BudgetForcedGenerator, cfg: BenchConfig) -> Report:
             True, "final", logprobs=0, flat_logprobs=True, **no_text
         ),
     }
-    contenders = [
-        (name, lambda r=reqs: engine_tokens(run_requests(gen, r)))
-        for name, reqs in variants.items()
+
+    def runner(reqs: Any) -> Callable[[], int]:
+        return lambda: engine_tokens(run_requests(gen, reqs))
+
+    contenders: list[tuple[str, Callable[[], int]]] = [
+        (name, runner(reqs)) for name, reqs in variants.items()
     ]
     contenders.append(
         (
