@@ -21,6 +21,7 @@ and copying the guess does not. Traces without an extension always guess right.
 
 from __future__ import annotations
 
+import json
 import random
 
 from s1_integrations.toy.problems import Problem, column_lines, training_problem
@@ -132,8 +133,6 @@ def off_topic_trace() -> list[Segment]:
 
 def tool_call_trace(name: str, arguments: dict[str, int]) -> list[Segment]:
     """Calling a tool in the chat template's format, after a short thought naming the call."""
-    import json
-
     args = ", ".join(str(v) for v in arguments.values())
     call = json.dumps({"name": name, "arguments": arguments})
     return [
@@ -156,8 +155,6 @@ def structured_answer_trace(
     rng: random.Random, problem: Problem, tool: str, field: str
 ) -> list[Segment]:
     """An addition answered by calling a one-field response tool (structured output)."""
-    import json
-
     thinking = thinking_segments(rng, problem, 0)
     call = json.dumps({"name": tool, "arguments": {field: problem.a + problem.b}})
     return [*thinking, (THINK_END, True), (f"\n<tool_call>\n{call}\n</tool_call>" + EOS, True)]

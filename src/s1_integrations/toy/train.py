@@ -179,7 +179,7 @@ def passes(
     out: list[list[tuple[list[int], list[int]]]] = []
     group: list[tuple[list[int], list[int]]] = []
     for item in encoded:
-        width = max(len(item[0]), *(len(g[0]) for g in group)) if group else len(item[0])
+        width = len(item[0])  # sorted by length: the newest item is the widest
         if group and width * (len(group) + 1) > TOKENS_PER_PASS:
             out.append(group)
             group = []
