@@ -26,7 +26,10 @@ from s1_integrations.core.results import (
     FinalResult,
     StreamEvent,
     ThinkingDelta,
+    Vote,
+    VotedResult,
 )
+from s1_integrations.core.votes import VOTE_METHODS, normalise_answer
 from s1_integrations.toy import heldout_path, toy_model_path
 
 if TYPE_CHECKING:
@@ -56,6 +59,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "S1_FORMAT",
     "THINK_TAGS",
+    "VOTE_METHODS",
     "AnswerDelta",
     "BudgetError",
     "BudgetForcedGenerator",
@@ -78,7 +82,10 @@ __all__ = [
     "ThinkingDelta",
     "ThinkingFormat",
     "ThinkingFormatError",
+    "Vote",
+    "VotedResult",
     "detect_format",
     "heldout_path",
+    "normalise_answer",
     "toy_model_path",
 ]

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -27,8 +27,10 @@ from s1_integrations.core.results import (
     Strategy,
     StreamEvent,
 )
+from s1_integrations.core.samples import aggregate, check_normaliser, check_samples, fan_out
 from s1_integrations.core.schemas import check_answer_schema
 from s1_integrations.core.tracking import OutputTracker, Prepared
+from s1_integrations.core.votes import Normaliser, check_method
 from s1_integrations.engine.engine import InProcessEngine
 from s1_integrations.engine.remote import RemoteEngine
 
@@ -37,6 +39,9 @@ Engine = InProcessEngine | RemoteEngine
 
 #: Budgets whose plans a generator remembers (a service typically uses a handful).
 _PLAN_CACHE_SIZE = 256
+#: Seeds of successive samples of one prompt lie this far apart (the rounds strategy seeds
+#: round r with seed + r, so sample seeds must not meet within any realistic round count).
+_SAMPLE_SEED_STRIDE = 1 << 20
 
 
 class SamplingOptions(BaseModel):
@@ -59,23 +64,43 @@ class SamplingOptions(BaseModel):
         return None if schema is None else check_answer_schema(schema)
 
 
-def _forced_flags(output: Any) -> list[bool]:
-    """A token was forced iff its processed log-probability is exactly 0 (alternatives -inf)."""
+def _sampled_logprobs(output: Any) -> list[float] | None:
+    """The processed log-probability of each sampled token (``None``: none were asked for).
+
+    A token was forced iff its processed log-probability is exactly 0 (every alternative
+    -inf); the confidence vote reads the same values for the answer tokens.
+    """
     logprobs = output.logprobs
     token_ids = output.token_ids
     if logprobs is None:
-        return [False] * len(token_ids)
+        return None
     starts = getattr(logprobs, "start_indices", None)
     if starts is not None:  # vLLM's FlatLogprobs: one flat list per field, no dict per token
         ends, ids, values = logprobs.end_indices, logprobs.token_ids, logprobs.logprobs
-        flags = []
+        found = []
         for i, token in enumerate(token_ids):
             j = starts[i]  # the sampled token comes first at each position
             if ids[j] != token:
                 j = ids.index(token, j, ends[i])
-            flags.append(values[j] == 0.0)
-        return flags
-    return [float(logprobs[i][token].logprob) == 0.0 for i, token in enumerate(token_ids)]
+            found.append(float(values[j]))
+        return found
+    return [float(logprobs[i][token].logprob) for i, token in enumerate(token_ids)]
+
+
+def _forced_flags(logprobs: list[float] | None, count: int) -> list[bool]:
+    if logprobs is None:
+        return [False] * count
+    return [value == 0.0 for value in logprobs]
+
+
+def _sample_options(options: SamplingOptions, sample: int) -> SamplingOptions:
+    """Sample ``sample``'s own seed, far enough from the others' that rounds never share one.
+
+    Sample 0 keeps the caller's seed, so ``n=1`` and the first of ``n`` samples agree.
+    """
+    if options.seed is None or sample == 0:
+        return options
+    return options.model_copy(update={"seed": options.seed + sample * _SAMPLE_SEED_STRIDE})
 
 
 class BudgetForcedGenerator:
@@ -323,14 +348,16 @@ class BudgetForcedGenerator:
         """
         from vllm.sampling_params import RequestOutputKind
 
+        options = _sample_options(options, item.sample)
         structured = options.answer_schema is not None
         needs_flags = item.plan.needs_extensions
+        wants_logprobs = needs_flags or item.answer_logprobs
         final_only = not streaming and not options.stop and not structured
         params = self._sampling_params(
             options,
             max_tokens=item.max_tokens,
-            logprobs=0 if needs_flags else None,
-            flat_logprobs=needs_flags,
+            logprobs=0 if wants_logprobs else None,
+            flat_logprobs=wants_logprobs,
             output_kind=RequestOutputKind.FINAL_ONLY if final_only else RequestOutputKind.DELTA,
             extra_args={EXTRA_ARGS_KEY: item.plan.to_extra_args()},
             # A constrained answer is a second, grammar-bound request: stop at the delimiter.
@@ -344,8 +371,9 @@ class BudgetForcedGenerator:
                 completion = output.outputs[0]
                 ids = list(completion.token_ids)
                 output_ids.extend(ids)
-                forced = _forced_flags(completion) if needs_flags else [False] * len(ids)
-                for event in tracker.feed(ids, forced):
+                logprobs = _sampled_logprobs(completion) if wants_logprobs else None
+                forced = _forced_flags(logprobs if needs_flags else None, len(ids))
+                for event in tracker.feed(ids, forced, logprobs=logprobs):
                     yield event
                 if tracker.stopped_by_string:
                     break  # closing the stream aborts the request in the engine
@@ -355,8 +383,8 @@ class BudgetForcedGenerator:
             for event in tracker.feed([], [], final=True):  # classify the whole thinking
                 yield event
         if structured and tracker.state.phase is Phase.ANSWERING:
-            answer = await self._answer_round(item, output_ids, 0, options)
-            for event in tracker.feed(answer, [False] * len(answer)):
+            answer, logprobs = await self._answer_round(item, output_ids, 0, options)
+            for event in tracker.feed(answer, [False] * len(answer), logprobs=logprobs):
                 yield event
         for event in tracker.feed([], [], final=True):
             yield event
@@ -391,12 +419,14 @@ class BudgetForcedGenerator:
         before_window = [False] * len(items)
         round_no = 0
 
-        def append(k: int, ids: list[int], forced: bool) -> list[StreamEvent]:
+        def append(
+            k: int, ids: list[int], forced: bool, logprobs: list[float] | None = None
+        ) -> list[StreamEvent]:
             if not forced:
                 for token in ids:
                     drivers[k].observe(token)
             outputs[k].extend(ids)
-            return trackers[k].feed(ids, [forced] * len(ids))
+            return trackers[k].feed(ids, [forced] * len(ids), logprobs=logprobs)
 
         while True:
             jobs: list[tuple[int, Any]] = []
@@ -439,7 +469,8 @@ class BudgetForcedGenerator:
                         detokenize=True,
                         skip_special_tokens=False,  # the delimiter may hold special tokens
                     )
-                seed = None if options.seed is None else options.seed + round_no
+                base = _sample_options(options, item.sample).seed
+                seed = None if base is None else base + round_no
                 params = self._sampling_params(
                     options.model_copy(update={"seed": seed}), max_tokens=room, **extra
                 )
@@ -482,8 +513,8 @@ class BudgetForcedGenerator:
                 for k in answering
             )
         )
-        for k, ids in zip(answering, answers, strict=True):
-            for event in append(k, ids, False):
+        for k, (ids, logprobs) in zip(answering, answers, strict=True):
+            for event in append(k, ids, False, logprobs):
                 yield k, event
         for k, tracker in enumerate(trackers):
             for event in tracker.feed([], [], final=True):
@@ -492,12 +523,14 @@ class BudgetForcedGenerator:
 
     async def _answer_round(
         self, item: Prepared, output: list[int], answered: int, options: SamplingOptions
-    ) -> list[int]:
+    ) -> tuple[list[int], list[float] | None]:
         """Generate the answer after a closed thinking block, constrained when asked to be.
 
         The thinking stays free; only the answer is held to ``answer_schema`` by vLLM's
-        structured outputs, so even a small model emits valid JSON or tool calls.
+        structured outputs, so even a small model emits valid JSON or tool calls. Returns the
+        answer's token ids and, where the item wants them, their log-probabilities.
         """
+        options = _sample_options(options, item.sample)
         from vllm.sampling_params import StructuredOutputsParams
 
         room = item.max_tokens - len(output)
@@ -509,11 +542,13 @@ class BudgetForcedGenerator:
             extra.update(stop=list(options.stop), detokenize=True)
         if options.answer_schema is not None:
             extra["structured_outputs"] = StructuredOutputsParams(json=options.answer_schema)
+        if item.answer_logprobs:
+            extra.update(logprobs=0, flat_logprobs=True)
         if min(room, left) < 1:
-            return []  # no room left for an answer: the result says "length"
+            return [], None  # no room left for an answer: the result says "length"
         params = self._sampling_params(options, max_tokens=min(room, left), **extra)
         completion = await self._run_once(item.prompt_ids + output, params)
-        return list(completion.token_ids)
+        return list(completion.token_ids), _sampled_logprobs(completion)
 
     # -- public API -----------------------------------------------------------------------
 
@@ -580,12 +615,72 @@ class BudgetForcedGenerator:
         *,
         strategy: Strategy | None = None,
         tools: Sequence[dict[str, Any]] | None = None,
+        n: int = 1,
+        vote: str = "majority",
+        normalise: Normaliser | None = None,
         **sampling: Any,
     ) -> list[BudgetForcedResult]:
-        """Generate for one or many prompts; all of them go to the engine at once."""
+        """Generate for one or many prompts; all of them go to the engine at once.
+
+        With ``n`` > 1 every prompt is sampled n times, each sample budget-forced on its own,
+        and its result is a :class:`VotedResult`: the winning sample's fields plus every
+        sample and the vote (``majority``, ``shortest_majority`` or ``confidence``), over
+        answers compared after ``normalise`` (by default the text after "answer is", case and
+        edge punctuation ignored). Sampling is greedy unless ``temperature`` says otherwise.
+        """
+        options, items, fan = self._request(
+            prompts, budget, strategy, tools, n, vote, sampling, normalise
+        )
+        return fan(await self._results(items, options))
+
+    def generate(
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        budget: BudgetLike | Sequence[BudgetLike] = None,
+        *,
+        strategy: Strategy | None = None,
+        tools: Sequence[dict[str, Any]] | None = None,
+        n: int = 1,
+        vote: str = "majority",
+        normalise: Normaliser | None = None,
+        **sampling: Any,
+    ) -> list[BudgetForcedResult]:
+        """Blocking :meth:`agenerate`; safe from many threads at once (the engine batches)."""
+        # fail here, in the caller's thread; the prepared items then go to the engine's loop
+        options, items, fan = self._request(
+            prompts, budget, strategy, tools, n, vote, sampling, normalise
+        )
+        return fan(self.engine.run_sync(self._results(items, options)))
+
+    def _request(
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        budget: BudgetLike | Sequence[BudgetLike],
+        strategy: Strategy | None,
+        tools: Sequence[dict[str, Any]] | None,
+        n: int,
+        method: str,
+        sampling: dict[str, Any],
+        normalise: Normaliser | None = None,
+    ) -> tuple[
+        SamplingOptions,
+        list[Prepared],
+        Callable[[list[BudgetForcedResult]], list[BudgetForcedResult]],
+    ]:
+        """Everything checked and prepared, plus how to turn the engine's results into ours."""
+        n = check_samples(n, getattr(self.engine, "max_num_seqs", None))
+        method = check_method(method)
+        normaliser = check_normaliser(normalise)
         options = SamplingOptions(**_normalise_sampling(sampling))
         items = self.prepare(prompts, budget, strategy, tools, options.answer_schema is not None)
-        return await self._results(items, options)
+        if n == 1:
+            return options, items, lambda results: results
+        items = fan_out(items, n, answer_logprobs=method == "confidence")
+
+        def voted(results: list[BudgetForcedResult]) -> list[BudgetForcedResult]:
+            return list(aggregate(results, n, method, normaliser))
+
+        return options, items, voted
 
     async def _results(
         self, items: list[Prepared], options: SamplingOptions
@@ -595,21 +690,6 @@ class BudgetForcedGenerator:
             if isinstance(event, FinalResult):
                 results[index] = event.result
         return [r for r in results if r is not None]
-
-    def generate(
-        self,
-        prompts: Prompt | Sequence[Prompt],
-        budget: BudgetLike | Sequence[BudgetLike] = None,
-        *,
-        strategy: Strategy | None = None,
-        tools: Sequence[dict[str, Any]] | None = None,
-        **sampling: Any,
-    ) -> list[BudgetForcedResult]:
-        """Blocking :meth:`agenerate`; safe from many threads at once (the engine batches)."""
-        options = SamplingOptions(**_normalise_sampling(sampling))
-        # fail here, in the caller's thread; the prepared items then go to the engine's loop
-        items = self.prepare(prompts, budget, strategy, tools, options.answer_schema is not None)
-        return self.engine.run_sync(self._results(items, options))
 
     async def astream(
         self,
@@ -621,7 +701,7 @@ class BudgetForcedGenerator:
         **sampling: Any,
     ) -> AsyncIterator[StreamEvent]:
         """Thinking deltas, answer deltas, an event per extension, then the final result."""
-        options = SamplingOptions(**_normalise_sampling(sampling))
+        options = SamplingOptions(**_normalise_sampling(_one_sample(sampling)))
         items = self.prepare([prompt], [budget], strategy, tools, options.answer_schema is not None)
         async for event in self._stream_events(items, options):
             yield event
@@ -643,7 +723,7 @@ class BudgetForcedGenerator:
         **sampling: Any,
     ) -> Iterator[StreamEvent]:
         """Blocking :meth:`astream`; breaking out of the loop aborts the request."""
-        options = SamplingOptions(**_normalise_sampling(sampling))
+        options = SamplingOptions(**_normalise_sampling(_one_sample(sampling)))
         items = self.prepare([prompt], [budget], strategy, tools, options.answer_schema is not None)
         return self.engine.iterate_sync(self._stream_events(items, options))
 
@@ -676,6 +756,17 @@ def shared_generator(model: str | None, engine_args: dict[str, Any]) -> BudgetFo
             generator = BudgetForcedGenerator(model, **engine_args)
             _shared_generators[key] = generator
         return generator
+
+
+def _one_sample(sampling: dict[str, Any]) -> dict[str, Any]:
+    """A stream is one sample's events: n samples and their vote belong to ``agenerate``."""
+    for key in ("n", "vote", "normalise"):
+        if key in sampling and not (key == "n" and sampling[key] == 1):
+            raise ValueError(
+                f"{key}: a stream yields one sample; use generate/agenerate for n samples"
+            )
+    sampling.pop("n", None)
+    return sampling
 
 
 def _normalise_sampling(sampling: dict[str, Any]) -> dict[str, Any]:

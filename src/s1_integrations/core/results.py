@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from s1_integrations.core.budget import ThinkingBudget
+from s1_integrations.core.votes import VoteMethod
 
 Strategy = Literal["single_pass", "rounds"]
 
@@ -32,11 +33,44 @@ class BudgetForcedResult(BaseModel):
     thinking_token_ids: list[int]
     answer_token_ids: list[int]
     extension_positions: list[int]
+    #: Mean processed log-probability of the answer tokens; asked for by ``vote="confidence"``.
+    answer_logprob: float | None = None
 
     @property
     def completion_tokens(self) -> int:
         """All generated tokens, delimiters included (what an engine bills)."""
         return len(self.token_ids)
+
+
+class Vote(BaseModel):
+    """How n samples of one prompt were aggregated (see ``core/votes.py`` for the rules)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    method: VoteMethod
+    #: The winning answer after normalisation; ``None`` when no sample gave a usable answer.
+    answer: str | None
+    #: The first sample that gave the winning answer (the one whose fields the result copies).
+    winner_index: int | None
+    counts: dict[str, int]
+    scores: dict[str, float]
+
+
+class VotedResult(BudgetForcedResult):
+    """n budget-forced samples of one prompt and the answer they voted for.
+
+    The inherited fields are those of the winning sample (the first that gave the winning
+    answer; sample 0 when no sample gave a usable one), so code that reads one result reads
+    the aggregate. ``samples`` holds every sample, each with its own exact counts.
+    """
+
+    samples: list[BudgetForcedResult]
+    vote: Vote
+
+    @property
+    def total_thinking_tokens(self) -> int:
+        """Thinking spent on this prompt over all its samples (parallel scaling's compute)."""
+        return sum(s.thinking_tokens for s in self.samples)
 
 
 class ThinkingDelta(BaseModel):

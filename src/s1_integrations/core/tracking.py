@@ -113,6 +113,10 @@ class Prepared:
     plan: ForcingPlan
     strategy: Strategy
     max_tokens: int
+    #: Which of the prompt's n samples this request is (its seed is offset by it).
+    sample: int = 0
+    #: Whether the answer tokens' log-probabilities are wanted (``vote="confidence"``).
+    answer_logprobs: bool = False
 
 
 class OutputTracker:
@@ -138,18 +142,22 @@ class OutputTracker:
         self._emitted_answer = 0
         self._extensions_emitted = 0
         self.stopped_by_string = False
-        self.engine_finish: str | None = None
+        self._logprobs: list[float | None] = []  # per fed token, where the engine gave one
 
     @property
     def state(self):
         return self.replayer.state
 
-    @property
-    def done(self) -> bool:
-        return self.stopped_by_string or self.state.phase is Phase.FINISHED
-
-    def feed(self, ids: list[int], forced: list[bool], final: bool = False) -> list[StreamEvent]:
+    def feed(
+        self,
+        ids: list[int],
+        forced: list[bool],
+        final: bool = False,
+        logprobs: list[float] | None = None,
+    ) -> list[StreamEvent]:
         self.replayer.feed(ids, forced, final)
+        if self.item.answer_logprobs:
+            self._logprobs.extend(logprobs if logprobs is not None else [None] * len(ids))
         state = self.state
         events: list[StreamEvent] = []
         while self._extensions_emitted < len(state.extension_positions):
@@ -232,6 +240,17 @@ class OutputTracker:
         self.answer.text = text[:cut] if cut is not None else text
         self.stopped_by_string = True
 
+    def _answer_logprob(self) -> float | None:
+        """Mean log-probability of the answer tokens, when every one of them came with one."""
+        start = self.state.answer_start
+        count = len(self.answer.ids)
+        if not self.item.answer_logprobs or start is None or count == 0:
+            return None
+        values = self._logprobs[start : start + count]
+        if len(values) < count or any(v is None for v in values):
+            return None
+        return sum(values) / count  # type: ignore[arg-type]
+
     def result(self, model: str) -> BudgetForcedResult:
         state = self.state
         item = self.item
@@ -266,6 +285,7 @@ class OutputTracker:
             thinking_token_ids=thinking_ids,
             answer_token_ids=answer_ids,
             extension_positions=list(state.extension_positions),
+            answer_logprob=self._answer_logprob(),
         )
 
 

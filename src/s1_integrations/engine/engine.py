@@ -114,6 +114,8 @@ class InProcessEngine(LoopBridge):
             raise EngineError(f"vLLM could not start the model {model!r}: {e}") from e
         self.tokenizer = self._llm.get_tokenizer()
         self.max_model_len: int = self._llm.model_config.max_model_len
+        #: Sequences decoded side by side: the most samples of one prompt a call may ask for.
+        self.max_num_seqs: int = self._llm.vllm_config.scheduler_config.max_num_seqs
         self.logprobs_mode: str = str(self._llm.model_config.logprobs_mode)
         _live_engines.add(self)
         if freeze_gc:

@@ -1,0 +1,127 @@
+"""n samples per prompt on the real engine: exact budgets per sample, seeds, votes, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from s1_integrations import BudgetForcedResult, ThinkingBudget, VotedResult, normalise_answer
+from s1_integrations.toy.problems import extract_answer
+from test_generator import check_consistent
+
+pytestmark = pytest.mark.engine
+
+HARD = "What is 4789 + 5696?"
+WARM = {"temperature": 0.8, "seed": 7}
+
+
+def test_every_sample_is_budget_forced_exactly(generator) -> None:
+    capped, extended = ThinkingBudget(max_thinking_tokens=6), ThinkingBudget(extensions=2)
+    results = generator.generate(["What is 12 + 34?", HARD], [capped, extended], n=4, **WARM)
+    assert [type(r) for r in results] == [VotedResult, VotedResult]
+    for result, budget in zip(results, (capped, extended), strict=True):
+        assert isinstance(result, VotedResult)
+        assert len(result.samples) == 4
+        for sample in result.samples:
+            check_consistent(sample, generator)
+            assert sample.budget == budget
+        assert result.total_thinking_tokens == sum(s.thinking_tokens for s in result.samples)
+    # The toy thinks longer than 6 tokens on its own: every sample is capped at exactly 6.
+    assert [(s.thinking_tokens, s.thinking_ended_by) for s in results[0].samples] == [
+        (6, "budget")
+    ] * 4
+    assert [s.extensions for s in results[1].samples] == [2] * 4
+    # Sampled at temperature 0.8 with seeds apart, the samples of the hard sum differ.
+    assert len({tuple(s.token_ids) for s in results[1].samples}) > 1
+
+
+def test_a_seeded_run_is_reproducible_and_its_first_sample_is_the_single_run(generator) -> None:
+    budget = ThinkingBudget(extensions=1)
+    a = generator.generate(HARD, budget, n=3, **WARM)[0]
+    b = generator.generate(HARD, budget, n=3, **WARM)[0]
+    assert isinstance(a, VotedResult) and isinstance(b, VotedResult)
+    assert [s.token_ids for s in a.samples] == [s.token_ids for s in b.samples]
+    assert a.vote == b.vote
+    (single,) = generator.generate(HARD, budget, **WARM)
+    assert type(single) is BudgetForcedResult
+    assert single.token_ids == a.samples[0].token_ids
+
+
+def test_the_result_is_the_winning_sample_and_the_vote_counts_every_answer(generator) -> None:
+    (result,) = generator.generate(HARD, None, n=6, temperature=1.0, seed=11)
+    assert isinstance(result, VotedResult)
+    answers = [normalise_answer(s.answer) for s in result.samples]
+    counted = {a: answers.count(a) for a in answers if a}
+    assert result.vote.counts == counted
+    assert result.vote.method == "majority"
+    best = max(counted.values())
+    first = next(i for i, a in enumerate(answers) if counted.get(a) == best)
+    assert result.vote.winner_index == first
+    assert result.vote.answer == answers[first]
+    winner = result.samples[first]
+    assert result.token_ids == winner.token_ids
+    assert result.answer == winner.answer and result.thinking == winner.thinking
+
+
+def test_confidence_vote_weighs_samples_by_their_answer_log_probability(generator) -> None:
+    for strategy in ("single_pass", "rounds"):
+        (result,) = generator.generate(
+            HARD, ThinkingBudget(extensions=1), n=4, vote="confidence", strategy=strategy, **WARM
+        )
+        assert isinstance(result, VotedResult)
+        expected: dict[str, float] = {}
+        for s in result.samples:
+            assert s.answer_logprob is not None and s.answer_logprob <= 0.0
+            key = normalise_answer(s.answer)
+            expected[key] = expected.get(key, 0.0) + math.exp(s.answer_logprob)
+        assert result.vote.scores == pytest.approx(expected)
+        assert result.vote.answer == max(expected, key=lambda k: expected[k])
+    # Without the confidence vote nobody asks the engine for log-probabilities of the answer.
+    (plain,) = generator.generate(HARD, None, n=2, **WARM)
+    assert isinstance(plain, VotedResult)
+    assert [s.answer_logprob for s in plain.samples] == [None, None]
+
+
+def test_rounds_sample_the_same_under_greedy_decoding(generator) -> None:
+    budget = ThinkingBudget(extensions=1, max_thinking_tokens=60)
+    one = generator.generate(HARD, budget, n=2)[0]
+    rounds = generator.generate(HARD, budget, n=2, strategy="rounds")[0]
+    assert isinstance(one, VotedResult) and isinstance(rounds, VotedResult)
+    assert [s.token_ids for s in one.samples] == [s.token_ids for s in rounds.samples]
+    assert [s.strategy for s in rounds.samples] == ["rounds", "rounds"]
+    assert one.samples[0].token_ids == one.samples[1].token_ids  # greedy: n equal samples
+
+
+def test_a_custom_normaliser_decides_what_counts_as_the_same_answer(generator) -> None:
+    (result,) = generator.generate(HARD, None, n=3, normalise=lambda text: "same", **WARM)
+    assert isinstance(result, VotedResult)
+    assert result.vote.counts == {"same": 3}
+    assert result.vote.answer == "same" and result.vote.winner_index == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n": 0}, "n: 0 samples"),
+        ({"n": -2}, "n: -2 samples"),
+        ({"n": 2.5}, "n: expected a whole number"),
+        ({"n": True}, "n: expected a whole number"),
+        ({"n": 129}, "max_num_seqs"),  # the session's engine runs 128 sequences at once
+        ({"n": 2, "vote": "mayority"}, "vote: 'mayority'"),
+        ({"n": 2, "normalise": "lower"}, "normalise"),
+    ],
+)
+def test_bad_samples_and_votes_are_rejected_before_the_engine(generator, kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        generator.generate(HARD, None, **kwargs)
+    assert generator.engine.num_unfinished_requests() == 0
+    (r,) = generator.generate("What is 11 + 22?")  # the engine still serves
+    assert extract_answer(r.answer) == "33"
+
+
+def test_a_stream_is_one_sample(generator) -> None:
+    with pytest.raises(ValueError, match="n: a stream yields one sample"):
+        list(generator.stream(HARD, None, n=4))
+    events = list(generator.stream(HARD, None, n=1))
+    assert events[-1].result.thinking_ended_by == "model"
