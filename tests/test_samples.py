@@ -125,3 +125,59 @@ def test_a_stream_is_one_sample(generator) -> None:
         list(generator.stream(HARD, None, n=4))
     events = list(generator.stream(HARD, None, n=1))
     assert events[-1].result.thinking_ended_by == "model"
+
+
+# -- the adapters -------------------------------------------------------------------------
+
+
+def test_langchain_returns_one_generation_per_sample_with_the_winner_first(generator) -> None:
+    from langchain_core.messages import HumanMessage
+
+    from s1_integrations import ChatBudgetForced
+
+    chat = ChatBudgetForced(generator=generator, n=4, extensions=1, **WARM)
+    result = chat.generate([[HumanMessage(HARD)]])
+    (generations,) = result.generations
+    assert len(generations) == 4
+    (direct,) = generator.generate(
+        [{"role": "user", "content": HARD}], ThinkingBudget(extensions=1), n=4, **WARM
+    )
+    assert isinstance(direct, VotedResult)
+    vote = direct.vote.model_dump()
+    winner = direct.vote.winner_index or 0
+    order = [winner, *(i for i in range(4) if i != winner)]
+    for generation, i in zip(generations, order, strict=True):
+        meta = generation.message.response_metadata
+        assert meta["sample_index"] == i and meta["samples"] == 4 and meta["vote"] == vote
+        assert meta["thinking_tokens"] == direct.samples[i].thinking_tokens
+        assert meta["extensions"] == 1
+        assert generation.message.content == direct.samples[i].answer.strip()
+    # invoke reads the first generation: the voted answer.
+    message = chat.invoke(HARD)
+    assert message.content == direct.answer.strip()
+    assert normalise_answer(str(message.content)) == direct.vote.answer
+    # Per call, n and vote override the model's; a misspelt vote is refused before the engine.
+    one = chat.invoke(HARD, n=1)
+    assert "vote" not in one.response_metadata
+    with pytest.raises(ValueError, match="vote: 'shortest'"):
+        chat.invoke(HARD, vote="shortest")
+    with pytest.raises(ValueError, match="n"):
+        ChatBudgetForced(generator=generator, n=0)
+
+
+def test_llama_index_answers_with_the_vote_and_keeps_every_sample_in_raw(generator) -> None:
+    from llama_index.core.llms import ChatMessage
+
+    from s1_integrations import BudgetForcedLLM
+
+    llm = BudgetForcedLLM(generator=generator, n=3, vote="shortest_majority", **WARM)
+    response = llm.complete(HARD)
+    (direct,) = generator.generate(HARD, None, n=3, vote="shortest_majority", **WARM)
+    assert isinstance(response.raw, VotedResult) and isinstance(direct, VotedResult)
+    assert [s.token_ids for s in response.raw.samples] == [s.token_ids for s in direct.samples]
+    assert response.text == direct.answer.strip() or response.text == direct.answer
+    assert response.additional_kwargs["vote"] == direct.vote.model_dump()
+    assert response.additional_kwargs["samples"] == 3
+    chat = llm.chat([ChatMessage(role="user", content=HARD)])
+    assert isinstance(chat.raw, VotedResult) and len(chat.raw.samples) == 3
+    assert chat.additional_kwargs["vote"]["method"] == "shortest_majority"

@@ -51,6 +51,7 @@ from s1_integrations.core.reporting import (
     REASONING_TOOL_DESCRIPTION,
     REASONING_TOOL_NAME,
     result_figures,
+    vote_figures,
 )
 from s1_integrations.core.results import (
     AnswerDelta,
@@ -58,6 +59,7 @@ from s1_integrations.core.results import (
     ExtensionInserted,
     FinalResult,
     ThinkingDelta,
+    VotedResult,
 )
 from s1_integrations.core.settings import (
     CALL_SETTINGS,
@@ -320,18 +322,25 @@ class ChatBudgetForced(BaseChatModel, AdapterSettings):
     # -- results to messages --------------------------------------------------------------
 
     def _chat_result(self, result: BudgetForcedResult, plan: ToolPlan) -> ChatResult:
-        text, calls = plan.read_answer(result.answer.strip())
-        message = AIMessage(
-            content=text,
-            additional_kwargs={"reasoning_content": result.thinking.strip()},
-            response_metadata=response_metadata(result),
-            usage_metadata=usage(result),
-            tool_calls=[_lc_call(c) for c in calls],
-        )
-        return ChatResult(
-            generations=[ChatGeneration(message=message)],
-            llm_output={"model_name": result.model},
-        )
+        """One generation, or with ``n`` > 1 one per sample, as ``ChatOpenAI(n=...)`` returns.
+
+        The winning sample comes first, since ``invoke`` and chains read the first
+        generation: they get the voted answer. Every sample's message has the vote and its own
+        ``sample_index`` in ``response_metadata``.
+        """
+        llm_output: dict[str, Any] = {"model_name": result.model}
+        if not isinstance(result, VotedResult):
+            return ChatResult(
+                generations=[ChatGeneration(message=_message(result, plan))],
+                llm_output=llm_output,
+            )
+        first = result.vote.winner_index or 0
+        order = [first, *(i for i in range(len(result.samples)) if i != first)]
+        generations = [
+            ChatGeneration(message=_message(result.samples[i], plan, vote_figures(result, i)))
+            for i in order
+        ]
+        return ChatResult(generations=generations, llm_output=llm_output)
 
     # -- tools and structured output ------------------------------------------------------
 
@@ -464,6 +473,19 @@ def _tool_plan(call: dict[str, Any]) -> ToolPlan:
     parallel = call.pop("parallel_tool_calls", None)
     call.pop("ls_structured_output_format", None)  # LangChain's tracing hint
     return plan_tools(tools, choice, schema, parallel is not False)
+
+
+def _message(
+    result: BudgetForcedResult, plan: ToolPlan, extra: dict[str, Any] | None = None
+) -> AIMessage:
+    text, calls = plan.read_answer(result.answer.strip())
+    return AIMessage(
+        content=text,
+        additional_kwargs={"reasoning_content": result.thinking.strip()},
+        response_metadata={**response_metadata(result), **(extra or {})},
+        usage_metadata=usage(result),
+        tool_calls=[_lc_call(c) for c in calls],
+    )
 
 
 def response_metadata(result: BudgetForcedResult) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from s1_integrations.core.results import BudgetForcedResult
+from s1_integrations.core.results import BudgetForcedResult, VotedResult
 
 #: The keys :func:`result_figures` returns, in order.
 FIGURE_KEYS: tuple[str, ...] = (
@@ -35,8 +35,11 @@ REASONING_TOOL_DESCRIPTION = (
 
 
 def result_figures(result: BudgetForcedResult) -> dict[str, Any]:
-    """Every figure a caller needs to see what the budget did; counts from token ids."""
-    return {
+    """Every figure a caller needs to see what the budget did; counts from token ids.
+
+    A voted result's figures are its winning sample's, plus the vote (:func:`vote_figures`).
+    """
+    figures = {
         "prompt_tokens": result.prompt_tokens,
         "thinking_tokens": result.thinking_tokens,
         "answer_tokens": result.answer_tokens,
@@ -49,4 +52,16 @@ def result_figures(result: BudgetForcedResult) -> dict[str, Any]:
         "strategy": result.strategy,
         "model": result.model,
         "budget": result.budget.model_dump(),
+    }
+    if isinstance(result, VotedResult):
+        figures.update(vote_figures(result, result.vote.winner_index or 0))
+    return figures
+
+
+def vote_figures(result: VotedResult, sample: int) -> dict[str, Any]:
+    """What n samples add to a sample's figures: which one it is, and how they voted."""
+    return {
+        "sample_index": sample,
+        "samples": len(result.samples),
+        "vote": result.vote.model_dump(),
     }

@@ -33,14 +33,18 @@ from s1_integrations.core.knobs import (
     validate_budget_field,
 )
 from s1_integrations.core.results import BudgetForcedResult, Strategy
+from s1_integrations.core.samples import check_samples
+from s1_integrations.core.votes import VoteMethod, check_method
 
 #: Sampling fields (SamplingOptions' own, but the answer schema, which is per call only).
 SAMPLING_FIELDS: tuple[str, ...] = tuple(
     f for f in SamplingOptions.model_fields if f != "answer_schema"
 )
+#: Parallel scaling: how many samples per prompt, and how they vote (``core/samples.py``).
+SAMPLES_FIELDS: tuple[str, ...] = ("n", "vote")
 #: Every per-call keyword that feeds the budget or the sampling options.
 CALL_SETTINGS: frozenset[str] = frozenset(
-    {*BUDGET_FIELDS, *KNOB_FIELDS, *SAMPLING_FIELDS, "answer_schema", "strategy"}
+    {*BUDGET_FIELDS, *KNOB_FIELDS, *SAMPLING_FIELDS, *SAMPLES_FIELDS, "answer_schema", "strategy"}
 )
 
 
@@ -91,6 +95,23 @@ _FIELDS: dict[str, Any] = {
         Literal["single_pass", "rounds"] | None,
         Field(default=None, description="Forcing strategy; None takes the generator's."),
     ),
+    "n": (
+        int,
+        Field(
+            default=1,
+            ge=1,
+            description="Samples per call, each budget-forced on its own; the answer is their "
+            "vote. 1: one sample, no vote.",
+        ),
+    ),
+    "vote": (
+        VoteMethod,
+        Field(
+            default="majority",
+            description="How n > 1 samples pick the answer: majority, shortest_majority or "
+            "confidence.",
+        ),
+    ),
     "effort_table": (
         EffortTable,
         Field(
@@ -130,6 +151,8 @@ class AdapterSettings(_SettingsBase):
         seed: int | None
         stop: tuple[str, ...]
         strategy: Strategy | None
+        n: int
+        vote: VoteMethod
         effort_table: EffortTable
         keep_reasoning: bool
         max_answer_tokens: int | None
@@ -195,6 +218,11 @@ class AdapterSettings(_SettingsBase):
             sampling["answer_schema"] = call["answer_schema"]
         SamplingOptions(**sampling)  # a bad option fails here, before the engine sees it
         options = {"strategy": call.get("strategy", self.strategy), **sampling}
+        n, vote = call.get("n", self.n), call.get("vote", self.vote)
+        check_samples(n, getattr(generator.engine, "max_num_seqs", None))
+        check_method(vote)
+        if n != 1:  # one sample is what every path, streams included, does without asking
+            options.update(n=n, vote=vote)
         return budget, options
 
 
