@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # ``bench`` lives beside ``src``, not inside the package
     sys.path.insert(0, str(ROOT))
 
-from bench import adapters, breakdown, cap, extensions, overhead, scaling  # noqa: E402
+from bench import adapters, breakdown, cap, extensions, overhead, samples, scaling  # noqa: E402
 from bench.__main__ import config_from, parse_args  # noqa: E402
 from bench.common import BenchConfig, PeakRSS, measure  # noqa: E402
 from bench.report import Report, Row, Timing, render  # noqa: E402
@@ -159,6 +159,15 @@ def test_scaling(generator: Any) -> None:
     report = scaling.run(generator, TINY)
     check_report(report, [f"batch {b}: single-pass vs plain vLLM" for b in TINY.scaling_batches])
     assert all(r.ours.tokens_per_s > 0 and r.other.tokens_per_s > 0 for r in report.rows)
+
+
+@pytest.mark.engine
+def test_samples(generator: Any) -> None:
+    report = samples.run(generator, TINY)
+    others = ("2 requests at once", "2 requests in turn", "plain vLLM")
+    # Greedy: every way of getting the samples decodes the very same tokens.
+    check_report(report, [f"n=2 vs {o}" for o in others])
+    assert "peak RSS" in report.notes[-1] and "4 single requests" in report.notes[-1]
 
 
 @pytest.mark.engine

@@ -82,3 +82,28 @@ def test_small_sweep_writes_consistent_files(generator: Any, tmp_path: Path) -> 
         assert sum(1 for _ in csv.DictReader(f)) == len(rows)
     png = (out / "scaling.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+
+
+@pytest.mark.engine
+def test_sample_rows_vote_and_count_the_thinking_of_every_sample(
+    generator: Any, tmp_path: Path
+) -> None:
+    pairs = load_jsonl(heldout_path())[:8]
+    settings = settings_for([], [0], [1, 4])
+    report = run_sweep(generator, pairs, settings, tmp_path / "s", progress=False, seed=3)
+    assert [s.setting for s in report.summaries] == ["0 extensions", "majority@1", "majority@4"]
+    assert [s.kind for s in report.summaries] == ["extend", "samples", "samples"]
+    rows = [r for r in report.rows if r["setting"] == "majority@4"]
+    assert [r["samples"] for r in rows] == [4] * len(pairs)
+    # Each row is the seeded vote of that question's 4 samples at the natural budget.
+    budget = settings[2].budget(64)
+    direct = generator.generate([q.question for q in pairs], budget, n=4, temperature=0.7, seed=3)
+    assert [r["thinking_tokens"] for r in rows] == [d.total_thinking_tokens for d in direct]
+    assert [r["answer"] for r in rows] == [d.answer.strip() for d in direct]
+    four = report.summaries[2]
+    assert four.mean_thinking_tokens == pytest.approx(
+        sum(d.total_thinking_tokens for d in direct) / len(direct)
+    )
+    with pytest.raises(ValueError, match="n: 0 samples"):
+        run_sweep(generator, pairs, settings_for([], [], [0]), tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()

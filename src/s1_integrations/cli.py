@@ -249,9 +249,18 @@ def demo(
             name, r = DEMO_BUDGETS[index][0], results[index]
             console.print(Panel(r.thinking.strip() or "(none)", title=f"thinking, {name}"))
         if with_sweep:
-            console.print(f"\nsweeping caps and extensions over the {TOY_NAME}'s held-out set")
+            console.print(
+                f"\nsweeping caps, extensions and samples over the {TOY_NAME}'s held-out set"
+            )
             report = _sweep(
-                generator, None, DEFAULT_CAPS, DEFAULT_EXTENSIONS, sweep_out, "exact", None
+                generator,
+                None,
+                DEFAULT_CAPS,
+                DEFAULT_EXTENSIONS,
+                sweep_out,
+                "exact",
+                None,
+                samples=DEMO_SAMPLES,
             )
     if with_sweep:
         _print_summary(report)
@@ -305,6 +314,9 @@ def _sweep(
     out: Path,
     scorer: str,
     limit: int | None,
+    samples: str = "",
+    temperature: float = 0.7,
+    seed: int = 0,
 ) -> Any:
     from s1_integrations.scaling import get_scorer, load_jsonl, run_sweep
     from s1_integrations.scaling.sweep import settings_for
@@ -313,15 +325,24 @@ def _sweep(
     pairs = load_jsonl(dataset or heldout_path())
     if limit is not None:
         pairs = pairs[:limit]
-    settings = settings_for(_parse_caps(caps), _parse_ints(extensions))
+    settings = settings_for(_parse_caps(caps), _parse_ints(extensions), _parse_ints(samples))
     with console.status(f"{len(settings)} budget settings x {len(pairs)} questions..."):
         return run_sweep(
-            generator, pairs, settings, out, scorer=get_scorer(scorer), progress=not _QUIET
+            generator,
+            pairs,
+            settings,
+            out,
+            scorer=get_scorer(scorer),
+            progress=not _QUIET,
+            temperature=temperature,
+            seed=seed,
         )
 
 
 DEFAULT_CAPS = "0,2,4,6,8,10,12,16"
 DEFAULT_EXTENSIONS = "0,1,2,4,6,8"
+#: The demo's parallel-scaling rows (the sweep command adds them only when asked).
+DEMO_SAMPLES = "1,2,4,8"
 
 
 @app.command()
@@ -339,15 +360,25 @@ def sweep(
     out: Annotated[Path, typer.Option(help="Folder for results and the plot.")] = Path("out/sweep"),
     scorer: Annotated[str, typer.Option(help="'exact' or 'math' (math-verify).")] = "exact",
     limit: Annotated[int | None, typer.Option(help="Use only the first N questions.")] = None,
+    samples: Annotated[
+        str,
+        typer.Option(help="Comma-separated sample counts: majority-vote rows (parallel scaling)."),
+    ] = "",
+    temperature: Annotated[
+        float, typer.Option(min=0.0, help="Sampling temperature of the --samples rows.")
+    ] = 0.7,
+    seed: Annotated[int, typer.Option(help="Seed of the --samples rows.")] = 0,
     model: ModelOption = None,
     engine_arg: EngineArg = None,
 ) -> None:
-    """Accuracy against thinking tokens at several caps and extension counts, with a plot."""
+    """Accuracy against thinking tokens at several caps, extension counts and sample counts."""
     from s1_integrations.scaling import DatasetError
 
     try:
         with _generator(model, engine_arg) as generator:
-            report = _sweep(generator, dataset, caps, extensions, out, scorer, limit)
+            report = _sweep(
+                generator, dataset, caps, extensions, out, scorer, limit, samples, temperature, seed
+            )
     except (DatasetError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
         console.print(f"nothing was written to {out}")

@@ -219,7 +219,7 @@ class AdapterSettings(_SettingsBase):
         SamplingOptions(**sampling)  # a bad option fails here, before the engine sees it
         options = {"strategy": call.get("strategy", self.strategy), **sampling}
         n, vote = call.get("n", self.n), call.get("vote", self.vote)
-        check_samples(n, getattr(generator.engine, "max_num_seqs", None))
+        check_samples(n, None)  # the engine's own limit is the generator's to check
         check_method(vote)
         if n != 1:  # one sample is what every path, streams included, does without asking
             options.update(n=n, vote=vote)

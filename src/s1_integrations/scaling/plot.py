@@ -8,7 +8,8 @@ from typing import Any
 
 
 def plot_scaling(summaries: Sequence[Any], path: Path) -> None:
-    """One curve for capping the thinking and one for extending it with "Wait"."""
+    """Curves for capping the thinking, extending it with "Wait" (sequential scaling) and
+    voting over n samples (parallel scaling), all against thinking tokens per question."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -20,6 +21,7 @@ def plot_scaling(summaries: Sequence[Any], path: Path) -> None:
     styles = {
         "cap": ("tab:blue", "o", "cap the thinking"),
         "extend": ("tab:orange", "s", "extend with Wait"),
+        "samples": ("tab:green", "^", "majority of n samples"),
     }
     for kind, (color, marker, name) in styles.items():
         points = sorted(
@@ -37,7 +39,8 @@ def plot_scaling(summaries: Sequence[Any], path: Path) -> None:
                 continue
             labelled.append((x, y))
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
-    ax.set_xlabel("mean thinking tokens")
+    parallel = any(s.kind == "samples" for s in summaries)
+    ax.set_xlabel("mean thinking tokens" + (" per question, all samples" if parallel else ""))
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)

@@ -12,26 +12,38 @@ import json
 import shutil
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from s1_integrations.core.budget import ThinkingBudget
+from s1_integrations.core.results import BudgetForcedResult, VotedResult
+from s1_integrations.core.samples import check_samples
 from s1_integrations.scaling.data import QAPair
 from s1_integrations.scaling.scoring import Scorer, exact_match
 
-Kind = Literal["cap", "extend"]
+Kind = Literal["cap", "extend", "samples"]
 
 
 @dataclass(frozen=True)
 class SweepSetting:
+    """One row of the summary: a cap, a number of extensions, or n samples with a vote.
+
+    ``samples`` settings are parallel scaling: n samples per question at the natural budget,
+    sampled at the sweep's temperature, answered by majority vote; their thinking is counted
+    over all n samples, so they sit on the same axis as the sequential settings.
+    """
+
     kind: Kind
-    value: int | None  # the cap (None: no cap), or the number of extensions
+    value: int | None  # the cap (None: no cap), the number of extensions, or of samples
 
     @property
     def label(self) -> str:
         if self.kind == "cap":
             return "no cap" if self.value is None else f"cap {self.value}"
+        if self.kind == "samples":
+            return f"majority@{self.value}"
         return f"{self.value} extension{'s' if self.value != 1 else ''}"
 
     def budget(self, max_answer_tokens: int) -> ThinkingBudget:
@@ -39,6 +51,8 @@ class SweepSetting:
             return ThinkingBudget(
                 max_thinking_tokens=self.value, max_answer_tokens=max_answer_tokens
             )
+        if self.kind == "samples":  # the natural budget: only the number of samples varies
+            return ThinkingBudget(max_answer_tokens=max_answer_tokens)
         return ThinkingBudget(extensions=self.value or 0, max_answer_tokens=max_answer_tokens)
 
 
@@ -75,8 +89,21 @@ class SweepReport:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def settings_for(caps: list[int | None], extensions: list[int]) -> list[SweepSetting]:
-    return [SweepSetting("cap", c) for c in caps] + [SweepSetting("extend", n) for n in extensions]
+def settings_for(
+    caps: Sequence[int | None], extensions: Sequence[int], samples: Sequence[int] = ()
+) -> list[SweepSetting]:
+    return [
+        *(SweepSetting("cap", c) for c in caps),
+        *(SweepSetting("extend", n) for n in extensions),
+        *(SweepSetting("samples", n) for n in samples),
+    ]
+
+
+def _spent(result: BudgetForcedResult) -> tuple[int, int]:
+    """Thinking tokens and extensions one question cost, over all its samples."""
+    if isinstance(result, VotedResult):
+        return result.total_thinking_tokens, sum(s.extensions for s in result.samples)
+    return result.thinking_tokens, result.extensions
 
 
 def _p90(values: list[int]) -> float:
@@ -94,12 +121,21 @@ def run_sweep(
     scorer: Scorer = exact_match,
     max_answer_tokens: int = 64,
     progress: bool = True,
+    temperature: float = 0.7,
+    seed: int = 0,
 ) -> SweepReport:
-    """Run every setting over the dataset; write per-question rows, a summary and a plot."""
+    """Run every setting over the dataset; write per-question rows, a summary and a plot.
+
+    Caps and extensions decode greedily; ``samples`` settings sample at ``temperature``,
+    seeded with ``seed``, so a sweep is reproducible end to end.
+    """
     if not dataset:
         raise ValueError("dataset: no questions")
     if not settings:
         raise ValueError("settings: give at least one cap or extension count")
+    for setting in settings:  # every setting checked before the first one runs
+        if setting.kind == "samples":
+            check_samples(setting.value, getattr(generator.engine, "max_num_seqs", None))
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
@@ -108,10 +144,17 @@ def run_sweep(
     summaries: list[SettingSummary] = []
     for setting in tqdm(settings, desc="budget settings", disable=not progress, unit="setting"):
         started = time.perf_counter()
-        results = generator.generate(questions, setting.budget(max_answer_tokens))
+        budget = setting.budget(max_answer_tokens)
+        if setting.kind == "samples":
+            results = generator.generate(
+                questions, budget, n=setting.value, temperature=temperature, seed=seed
+            )
+        else:
+            results = generator.generate(questions, budget)
         wall = time.perf_counter() - started
         correct = []
-        for qa, r in zip(dataset, results, strict=True):
+        spent = [_spent(r) for r in results]
+        for qa, r, (thinking_tokens, extensions) in zip(dataset, results, spent, strict=True):
             ok = scorer(r.answer, qa.answer)
             correct.append(ok)
             rows.append(
@@ -124,12 +167,13 @@ def run_sweep(
                     "reference": qa.answer,
                     "answer": r.answer.strip(),
                     "correct": ok,
-                    "thinking_tokens": r.thinking_tokens,
-                    "extensions": r.extensions,
+                    "samples": setting.value if setting.kind == "samples" else 1,
+                    "thinking_tokens": thinking_tokens,
+                    "extensions": extensions,
                     "thinking_ended_by": r.thinking_ended_by,
                 }
             )
-        thinking = [r.thinking_tokens for r in results]
+        thinking = [t for t, _ in spent]
         by_difficulty: dict[str, tuple[float, float]] = {}
         for label in sorted({qa.difficulty for qa in dataset if qa.difficulty is not None}):
             picked = [i for i, qa in enumerate(dataset) if qa.difficulty == label]
@@ -146,7 +190,7 @@ def run_sweep(
                 accuracy=sum(correct) / len(correct),
                 mean_thinking_tokens=statistics.fmean(thinking),
                 p90_thinking_tokens=_p90(thinking),
-                mean_extensions=statistics.fmean(r.extensions for r in results),
+                mean_extensions=statistics.fmean(e for _, e in spent),
                 ended_by_cap=sum(r.thinking_ended_by == "budget" for r in results) / len(results),
                 wall_seconds=wall,
                 by_difficulty=by_difficulty,
