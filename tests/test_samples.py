@@ -181,3 +181,37 @@ def test_llama_index_answers_with_the_vote_and_keeps_every_sample_in_raw(generat
     chat = llm.chat([ChatMessage(role="user", content=HARD)])
     assert isinstance(chat.raw, VotedResult) and len(chat.raw.samples) == 3
     assert chat.additional_kwargs["vote"]["method"] == "shortest_majority"
+
+
+def test_seeded_samples_in_a_batch_too_big_for_one_prefill_keep_the_engine_alive(
+    generator,
+) -> None:
+    # vLLM's CPU worker dies rewinding a seeded request's generator after a chunked prefill;
+    # the engine therefore prefills whole prompts on the CPU. 24 prompts x 4 samples of about
+    # 300 tokens are far more than one step's token budget, so prompts wait their turn.
+    config = generator.engine._llm.vllm_config.scheduler_config
+    assert config.enable_chunked_prefill is False
+    assert config.max_num_batched_tokens >= generator.max_model_len
+    context = " ".join(f"Note {i}: sums are written digit by digit." for i in range(30))
+    prompts = [f"{context}\n\nWhat is {10 + i} + {20 + i}?" for i in range(24)]
+    prompt_tokens = len(generator.prepare(prompts[0])[0].prompt_ids)
+    assert prompt_tokens * len(prompts) * 4 > 4 * config.max_num_batched_tokens
+    results = generator.generate(prompts, ThinkingBudget(max_thinking_tokens=4), n=4, **WARM)
+    assert [len(r.samples) for r in results] == [4] * len(prompts)
+    assert all(s.thinking_tokens == 4 for r in results for s in r.samples)
+    (r,) = generator.generate("What is 11 + 22?")  # the engine still serves
+    assert extract_answer(r.answer) == "33"
+
+
+def test_seeds_are_refused_where_the_engine_cannot_honour_them(generator, monkeypatch) -> None:
+    monkeypatch.setattr(generator.engine, "seeds_ok", False)  # a CPU engine with chunking on
+    for call in (
+        lambda: generator.generate(HARD, None, seed=1),
+        lambda: generator.generate(HARD, None, n=2, seed=1),
+        lambda: list(generator.stream(HARD, None, seed=1)),
+    ):
+        with pytest.raises(ValueError, match="seed: vLLM's CPU backend"):
+            call()
+    assert generator.engine.num_unfinished_requests() == 0
+    (r,) = generator.generate(HARD, None, temperature=0.5)  # unseeded sampling still runs
+    assert r.thinking_ended_by == "model"

@@ -672,6 +672,7 @@ class BudgetForcedGenerator:
         method = check_method(method)
         normaliser = check_normaliser(normalise)
         options = SamplingOptions(**_normalise_sampling(sampling))
+        self._check_seed(options)
         items = self.prepare(prompts, budget, strategy, tools, options.answer_schema is not None)
         if n == 1:
             return options, items, lambda results: results
@@ -681,6 +682,14 @@ class BudgetForcedGenerator:
             return list(aggregate(results, n, method, normaliser))
 
         return options, items, voted
+
+    def _check_seed(self, options: SamplingOptions) -> None:
+        if options.seed is not None and not getattr(self.engine, "seeds_ok", True):
+            raise ValueError(
+                "seed: vLLM's CPU backend cannot seed requests when enable_chunked_prefill is "
+                "on (a seeded request whose prompt is prefilled in chunks stops the engine); "
+                "leave enable_chunked_prefill unset, or pass no seed"
+            )
 
     async def _results(
         self, items: list[Prepared], options: SamplingOptions
@@ -702,6 +711,7 @@ class BudgetForcedGenerator:
     ) -> AsyncIterator[StreamEvent]:
         """Thinking deltas, answer deltas, an event per extension, then the final result."""
         options = SamplingOptions(**_normalise_sampling(_one_sample(sampling)))
+        self._check_seed(options)
         items = self.prepare([prompt], [budget], strategy, tools, options.answer_schema is not None)
         async for event in self._stream_events(items, options):
             yield event
@@ -724,6 +734,7 @@ class BudgetForcedGenerator:
     ) -> Iterator[StreamEvent]:
         """Blocking :meth:`astream`; breaking out of the loop aborts the request."""
         options = SamplingOptions(**_normalise_sampling(_one_sample(sampling)))
+        self._check_seed(options)
         items = self.prepare([prompt], [budget], strategy, tools, options.answer_schema is not None)
         return self.engine.iterate_sync(self._stream_events(items, options))
 

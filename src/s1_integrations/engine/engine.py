@@ -47,6 +47,10 @@ def _as_request_error(e: Exception) -> Exception:
     return EngineError(f"request failed: {e!r}")
 
 
+#: Engine arguments that decide how prompts are prefilled: given any, the caller decides.
+CHUNKING_ARGS = frozenset({"enable_chunked_prefill", "max_num_batched_tokens"})
+
+
 def _freeze_gc_heap() -> None:
     """Move every object alive now out of the collector's reach (vLLM's ``freeze_gc_heap``).
 
@@ -114,8 +118,14 @@ class InProcessEngine(LoopBridge):
             raise EngineError(f"vLLM could not start the model {model!r}: {e}") from e
         self.tokenizer = self._llm.get_tokenizer()
         self.max_model_len: int = self._llm.model_config.max_model_len
+        scheduler = self._llm.vllm_config.scheduler_config
         #: Sequences decoded side by side: the most samples of one prompt a call may ask for.
-        self.max_num_seqs: int = self._llm.vllm_config.scheduler_config.max_num_seqs
+        self.max_num_seqs: int = scheduler.max_num_seqs
+        #: Whether per-request seeds are safe: not on vLLM's CPU backend with chunked prefill
+        #: (see ``_start``), where a seeded request would bring the engine down.
+        from vllm.platforms import current_platform
+
+        self.seeds_ok: bool = not (current_platform.is_cpu() and scheduler.enable_chunked_prefill)
         self.logprobs_mode: str = str(self._llm.model_config.logprobs_mode)
         _live_engines.add(self)
         if freeze_gc:
@@ -164,6 +174,19 @@ class InProcessEngine(LoopBridge):
 
         parsed = AsyncEngineArgs(model=model, **args)
         vllm_config = parsed.create_engine_config(UsageContext.ENGINE_CONTEXT)
+        if current_platform.is_cpu() and not CHUNKING_ARGS & engine_args.keys():
+            # vLLM's CPU worker cannot rewind a seeded request's random generator when it
+            # discards the token sampled in the middle of a chunked prefill (torch's CPU
+            # generator has no offset), and the whole engine dies: with per-request seeds
+            # (reproducible sampling, n samples) in a busy batch, prompts are prefilled
+            # whole instead, as vLLM's CPU backend itself does for MLA models.
+            args["enable_chunked_prefill"] = False
+            args["max_num_batched_tokens"] = max(
+                vllm_config.model_config.max_model_len,
+                vllm_config.scheduler_config.max_num_batched_tokens,
+            )
+            parsed = AsyncEngineArgs(model=model, **args)
+            vllm_config = parsed.create_engine_config(UsageContext.ENGINE_CONTEXT)
         refuse_config_without_processors(vllm_config, on_tpu=current_platform.is_tpu())
         return AsyncLLM.from_vllm_config(
             vllm_config,
