@@ -1,4 +1,4 @@
-"""Budget forcing end to end: the real engine on the toy reasoner (SPEC.md)."""
+"""Budget forcing end to end: the real engine on the toy reasoner (docs/budget-forcing.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The LlamaIndex adapter against the real engine on the toy reasoner (GitHub issue 5).
 
 Every figure the adapter reports is checked against a direct ``generator.generate`` call on
-the same input: the adapter must add no semantics, only translate (SPEC.md).
+the same input: the adapter must add no semantics, only translate (docs/budget-forcing.md).
 """
 
 from __future__ import annotations
