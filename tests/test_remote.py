@@ -451,7 +451,15 @@ def test_serve_runs_vllms_own_server_with_processed_logprobs() -> None:
         "4",
         "--dtype",
         "float32",
+        # What serve adds for any OpenAI client (tests/test_openai_clients.py drives them).
+        "--reasoning-parser",
+        "qwen3",
+        "--chat-template",
+        argv[-3],
+        "--kv-cache-memory-bytes",
+        str(2 * 1024**3),
     ]
+    assert Path(argv[-3]).read_text(encoding="utf-8").endswith('{{- "<think>" }}{%- endif %}')
 
 
 def test_ask_answers_through_a_server(servers: dict[str, VllmServer]) -> None:

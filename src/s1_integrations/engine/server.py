@@ -136,7 +136,7 @@ def serve_defaults(
 
     env = os.environ if env is None else env
     flags: list[str] = []
-    tokenizer = AutoTokenizer.from_pretrained(_flag_value(extra, "--tokenizer") or model)
+    tokenizer: Any = AutoTokenizer.from_pretrained(_flag_value(extra, "--tokenizer") or model)
     fmt = detect_format(tokenizer)
     if not _flag(extra, "--reasoning-parser"):
         parser = REASONING_PARSERS.get(fmt.name)

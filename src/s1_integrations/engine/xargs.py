@@ -80,11 +80,6 @@ def load_effort_table(value: str | None = None) -> EffortTable:
         value = os.environ.get(EFFORT_TABLE_ENV)
     if not value:
         return as_effort_table(None)
-    return _load_effort_table(value)
-
-
-@lru_cache(maxsize=4)
-def _load_effort_table(value: str) -> EffortTable:
     where = f"{EFFORT_TABLE_ENV}={value!r}"
     text = value
     if not value.lstrip().startswith("{"):
@@ -92,6 +87,12 @@ def _load_effort_table(value: str) -> EffortTable:
         if not path.is_file():
             raise ValueError(f"{where}: neither a JSON object nor the path of a file")
         where, text = f"effort table {path}", path.read_text(encoding="utf-8")
+    return _parse_effort_table(where, text)
+
+
+@lru_cache(maxsize=4)
+def _parse_effort_table(where: str, text: str) -> EffortTable:
+    """Parsed once per content: every request naming an effort level reads the table."""
     try:
         entries = json.loads(text)
     except json.JSONDecodeError as e:
