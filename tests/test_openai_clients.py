@@ -93,6 +93,22 @@ def split(builder: PlanBuilder, ids: list[int]) -> tuple[list[int], list[int]]:
     return ids[:at], [t for t in ids[at + 1 :] if t != eos]
 
 
+def test_serve_with_no_flags_starts_on_the_cpu_and_answers(
+    server: S1Serve, client: openai.OpenAI
+) -> None:
+    """The module's server is ``s1-integrations serve --port N``: nothing else was given."""
+    assert server.process.args[-2:] == ["--port", str(server.port)]
+    assert server.process.args[-3] == "serve"
+    reply = client.chat.completions.create(
+        model=TOY, messages=[{"role": "user", "content": QUESTION}], max_tokens=300, temperature=0
+    )
+    (choice,) = reply.choices
+    assert choice.finish_reason == "stop"
+    assert choice.message.content.strip().startswith("The answer is ")
+    assert choice.message.model_extra["reasoning"]
+    assert "</think>" not in choice.message.content
+
+
 # -- the openai SDK --------------------------------------------------------------------------
 
 
