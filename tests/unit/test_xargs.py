@@ -212,3 +212,21 @@ def test_serve_opens_the_thinking_and_picks_the_parser(builder: PlanBuilder) -> 
     assert "--kv-cache-memory-bytes" not in serve_defaults(
         TOY, [], env={"VLLM_CPU_KVCACHE_SPACE": "1"}
     )
+
+
+def test_a_format_no_vllm_parser_reads_gets_a_reasoning_config(tmp_path: Path) -> None:
+    """s1's own format (``<|im_start|>think``): no parser, vLLM's reasoning config instead."""
+    tokenizer = AutoTokenizer.from_pretrained(TOY)
+    tokenizer.chat_template = str(tokenizer.chat_template).replace(
+        "'<|im_start|>assistant\\n'", "'<|im_start|>think'"
+    )
+    assert "<|im_start|>think" in tokenizer.chat_template
+    tokenizer.save_pretrained(tmp_path)
+    flags = serve_defaults(str(tmp_path), ["--kv-cache-memory-bytes", "1"], env={})
+    assert "--reasoning-parser" not in flags
+    assert "--chat-template" not in flags  # its generation prompt opens the thinking already
+    assert flags[0] == "--reasoning-config"
+    assert json.loads(flags[1]) == {
+        "reasoning_start_str": "<|im_start|>think",
+        "reasoning_end_str": "<|im_start|>answer",
+    }
