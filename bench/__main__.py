@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import adapters, breakdown, cap, extensions, overhead, samples, scaling
+from bench import adapters, breakdown, cap, extensions, overhead, samples, scaling, server
 from bench.common import BenchConfig, cpu_model
 from bench.report import Report, render
 
@@ -35,11 +35,13 @@ COMPARISONS: dict[str, Runner] = {
 }
 #: Diagnostics: run by name only, not by ``all``.
 DIAGNOSTICS: dict[str, Runner] = {"breakdown": breakdown.run}
+#: Through a server of their own instead of the in-process engine: by name only.
+SERVED: dict[str, Callable[[BenchConfig], Report]] = {"server": server.run_server}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("comparison", choices=[*COMPARISONS, "all", *DIAGNOSTICS])
+    parser.add_argument("comparison", choices=[*COMPARISONS, "all", *DIAGNOSTICS, *SERVED])
     parser.add_argument("--model", default=None, help="model folder (default: the toy reasoner)")
     parser.add_argument("--batch-size", type=int, default=None, help="prompts per batch (64)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (7)")
@@ -99,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = config_from(args)
     console = Console(width=None if sys.stdout.isatty() else 160)
+    if args.comparison in SERVED:
+        return _main_served(args, cfg, console, argv)
     names = list(COMPARISONS) if args.comparison == "all" else [args.comparison]
     started = time.perf_counter()
     gen = build_generator(args, cfg)
@@ -120,6 +124,34 @@ def main(argv: list[str] | None = None) -> int:
             reports.append(report)
     finally:
         gen.close()
+    _write_json(args, cfg, reports, argv)
+    return _missed(reports, console)
+
+
+def _main_served(
+    args: argparse.Namespace, cfg: BenchConfig, console: Any, argv: list[str] | None
+) -> int:
+    """A comparison that starts its own server: no in-process engine beside it."""
+    if args.model is not None:
+        raise SystemExit("--model: the server comparison serves the toy reasoner")
+    console.print(
+        f"[bold]machine[/]: {cpu_model()}, {os.cpu_count()} cores; python "
+        f"{sys.version.split()[0]}; {cfg}\n"
+    )
+    t0, load = time.perf_counter(), os.getloadavg()[0]
+    report = SERVED[args.comparison](cfg)
+    report.notes.append(
+        f"wall time {time.perf_counter() - t0:.0f} s (server start included); 1-minute load "
+        f"average {load:.1f} before, {os.getloadavg()[0]:.1f} after (other jobs skew wall times)"
+    )
+    render(report, console)
+    _write_json(args, cfg, [report], argv)
+    return _missed([report], console)
+
+
+def _write_json(
+    args: argparse.Namespace, cfg: BenchConfig, reports: list[Report], argv: list[str] | None
+) -> None:
     if args.json is not None:
         payload = {
             "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
@@ -130,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
             "reports": [r.to_json() for r in reports],
         }
         args.json.write_text(json.dumps(payload, indent=2, default=str))
+
+
+def _missed(reports: list[Report], console: Any) -> int:
     missed = [r.label for rep in reports for r in rep.rows if r.met is False]
     if missed:
         console.print(f"[red]targets missed[/]: {', '.join(missed)}")

@@ -235,3 +235,18 @@ def test_the_gpu_script_runs_end_to_end_on_a_tiny_model(tmp_path: Path) -> None:
             medians["single-pass"] / medians["plain vLLM (final only)"]
         )
         assert sum(variant["thinking_ended_by"].values()) == len(variant["counts"]), name
+
+
+@pytest.mark.remote
+def test_server_comparison_runs_through_s1_integrations_serve() -> None:
+    """Starts its own ``s1-integrations serve`` (no in-process engine beside it)."""
+    from bench import server
+
+    report = server.run_server(TINY)
+    check_report(report, ["budgeted vs no budget (same tokens)"])
+    assert report.rows[0].target == server.TARGET == 1.10
+    counts = report.data["counts"]
+    assert len(counts) == 2
+    # The budget caps the thinking at 8 and the answer at 16 (+ the delimiter and the forced
+    # end of sequence): the server honoured the plain words, or these would be longer.
+    assert all(c <= 8 + 1 + 16 + 1 for c in counts)

@@ -451,7 +451,23 @@ def test_serve_runs_vllms_own_server_with_processed_logprobs() -> None:
         "4",
         "--dtype",
         "float32",
+        # What serve adds for any OpenAI client (tests/test_openai_clients.py drives them).
+        "--reasoning-parser",
+        "qwen3",
+        "--chat-template",
+        argv[-6],
+        "--kv-cache-memory-bytes",
+        str(2 * 1024**3),
+        # Whole prompts at once on the CPU: seeded requests survive a busy batch.
+        "--no-enable-chunked-prefill",
+        "--max-num-batched-tokens",
+        "2048",
     ]
+    assert Path(argv[-6]).read_text(encoding="utf-8").endswith('{{- "<think>" }}{%- endif %}')
+    given = CliRunner().invoke(
+        app, ["serve", "--dry-run", "--max-num-batched-tokens", "512"], terminal_width=400
+    )
+    assert "--no-enable-chunked-prefill" not in given.output.split()  # the operator decides
 
 
 def test_ask_answers_through_a_server(servers: dict[str, VllmServer]) -> None:

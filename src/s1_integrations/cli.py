@@ -392,14 +392,31 @@ def serve(
     model: ModelOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    effort_table: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON file of reasoning_effort levels to budget fields, replacing the defaults' "
+            "entries it names (sets S1_EFFORT_TABLE for the server).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the command instead of running it.")] = (
         False
     ),
 ) -> None:
-    """Run vLLM's own OpenAI-compatible server with budget forcing on (extra args go to vLLM)."""
+    """Run vLLM's own OpenAI-compatible server with budget forcing on (extra args go to vLLM).
+
+    Any OpenAI client can then send budgets in plain words in ``vllm_xargs``
+    (``max_thinking_tokens``, ``extensions``, ``reasoning_effort``, ...) and gets the
+    thinking in the reasoning field: the reasoning parser of the model's thinking format, a
+    chat template that opens the thinking block and, on the CPU, a KV cache size that fits are
+    added unless given (docs/scaling-out.md).
+    """
     import shlex
 
-    from s1_integrations.engine.server import exec_server, server_argv
+    from s1_integrations.engine.server import exec_server, serve_defaults, server_argv
+    from s1_integrations.engine.xargs import EFFORT_TABLE_ENV, load_effort_table
     from s1_integrations.toy import toy_model_path
 
     extra = list(ctx.args)
@@ -407,10 +424,21 @@ def serve(
         model = str(toy_model_path())
         if "--dtype" not in extra:
             extra += ["--dtype", "float32"]  # the toy was trained in float32
+    env: dict[str, str] = {}
+    if effort_table is not None:
+        env[EFFORT_TABLE_ENV] = str(effort_table.resolve())
+    try:
+        load_effort_table(env.get(EFFORT_TABLE_ENV))  # a bad table fails here, not per request
+        extra += serve_defaults(model, extra)
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(code=2) from None
     argv = server_argv(model, host=host, port=port, extra=extra)
     if dry_run:
-        console.print(shlex.join(argv), soft_wrap=True)
+        assignments = [f"{k}={shlex.quote(v)}" for k, v in env.items()]
+        console.print(" ".join([*assignments, shlex.join(argv)]), soft_wrap=True)
         return
+    os.environ.update(env)
     exec_server(argv)  # a guardian ends the engine processes if the server is killed
 
 

@@ -13,13 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from s1_integrations.core.budget import BudgetError, BudgetLike, ThinkingBudget, as_budget
 from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan, ForcingState, Phase
-from s1_integrations.core.formats import (
-    BreakTokens,
-    ThinkingFormat,
-    bad_word_ids,
-    break_tokens,
-    detect_format,
-)
+from s1_integrations.core.formats import BreakTokens, ThinkingFormat
+from s1_integrations.core.plans import PlanBuilder
 from s1_integrations.core.prompts import Prompt, PromptError, render_prompt
 from s1_integrations.core.results import (
     BudgetForcedResult,
@@ -37,8 +32,6 @@ from s1_integrations.engine.remote import RemoteEngine
 #: What a generator drives: vLLM in this process, or a fleet of vLLM servers.
 Engine = InProcessEngine | RemoteEngine
 
-#: Budgets whose plans a generator remembers (a service typically uses a handful).
-_PLAN_CACHE_SIZE = 256
 #: Seeds of successive samples of one prompt lie this far apart (the rounds strategy seeds
 #: round r with seed + r, so sample seeds must not meet within any realistic round count).
 _SAMPLE_SEED_STRIDE = 1 << 20
@@ -127,7 +120,6 @@ class BudgetForcedGenerator:
         if strategy not in ("single_pass", "rounds"):
             raise ValueError(f"strategy: {strategy!r} is not 'single_pass' or 'rounds'")
         self._owns_engine = engine is None
-        self._plans: dict[ThinkingBudget, ForcingPlan] = {}
         if engine is None:
             from s1_integrations.toy import toy_model_path
 
@@ -138,18 +130,12 @@ class BudgetForcedGenerator:
         self.engine = engine
         try:
             self.tokenizer = engine.tokenizer
-            self.thinking_format = thinking_format or detect_format(self.tokenizer)
-            self.end_ids = self.thinking_format.end_ids(self.tokenizer)
-            if not self.end_ids:
-                raise ValueError("thinking_format.end: the end delimiter encodes to no tokens")
-            self.eos_ids = self._eos_ids()
-            # What the model may not write (the thinking can never be reopened, nor closed a
-            # second time): as vLLM's bad_words would tokenize the delimiters, so the rounds
-            # strategy, which hands vLLM the words, suppresses exactly what the processor does.
-            fmt = self.thinking_format
-            self.ban_thinking = bad_word_ids(self.tokenizer, (fmt.start,))
-            self.ban_answer = bad_word_ids(self.tokenizer, (fmt.start, fmt.end))
-            self._breaks: BreakTokens | None = None
+            self._builder = PlanBuilder(self.tokenizer, thinking_format)
+            self.thinking_format = self._builder.thinking_format
+            self.end_ids = self._builder.end_ids
+            self.eos_ids = self._builder.eos_ids
+            self.ban_thinking = self._builder.ban_thinking
+            self.ban_answer = self._builder.ban_answer
             self.default_budget = as_budget(budget)
             self.strategy: Strategy = strategy
             if engine.forcing_in_engine and engine.logprobs_mode != "processed_logprobs":
@@ -190,74 +176,19 @@ class BudgetForcedGenerator:
         generator._owns_engine = True
         return generator
 
-    def _eos_ids(self) -> tuple[int, ...]:
-        tok = self.tokenizer
-        ids = []
-        if tok.eos_token_id is not None:
-            ids.append(int(tok.eos_token_id))
-        return tuple(ids)
-
     @property
     def max_model_len(self) -> int:
         return self.engine.max_model_len
 
     # -- preparing requests ---------------------------------------------------------------
 
-    def _encode(self, text: str) -> tuple[int, ...]:
-        return tuple(self.tokenizer.encode(text, add_special_tokens=False))
-
     def plan_for(self, budget: ThinkingBudget) -> ForcingPlan:
         """The budget resolved to token ids for this model (remembered: budgets are frozen)."""
-        plan = self._plans.get(budget)
-        if plan is None:
-            plan = self._plan_for(budget)
-            if len(self._plans) >= _PLAN_CACHE_SIZE:
-                self._plans.clear()
-            self._plans[budget] = plan
-        return plan
+        return self._builder.plan_for(budget)
 
     def break_tokens(self) -> BreakTokens:
         """The vocabulary's line and sentence ends (soft landing), classified once."""
-        if self._breaks is None:
-            delimiters = (self.end_ids, *self.ban_thinking, *self.ban_answer)
-            self._breaks = break_tokens(self.tokenizer, delimiters)
-        return self._breaks
-
-    def _plan_for(self, budget: ThinkingBudget) -> ForcingPlan:
-        conclusion = self._encode(budget.conclusion) if budget.conclusion else ()
-        cap = budget.max_thinking_tokens
-        if cap is not None and len(conclusion) > cap:
-            raise BudgetError(
-                "conclusion",
-                f"{len(conclusion)} tokens do not fit under max_thinking_tokens={cap}",
-            )
-        landing: dict[str, Any] = {}
-        if budget.soft_landing_tokens:
-            found = self.break_tokens()
-            if not found.breaks and not found.weak:
-                raise BudgetError(
-                    "soft_landing_tokens",
-                    "this tokenizer has no token ending in a newline or a sentence end",
-                )
-            landing = {
-                "landing": budget.soft_landing_tokens,
-                "breaks": found.breaks,
-                "weak_breaks": found.weak,
-                "digits": found.digits,
-            }
-        return ForcingPlan(
-            end=self.end_ids,
-            eos=self.eos_ids,
-            min_thinking=budget.min_thinking_tokens,
-            max_thinking=cap,
-            extensions=budget.extensions,
-            phrases=tuple(self._encode(p) for p in budget.extension_phrases),
-            conclusion=conclusion,
-            max_answer=budget.max_answer_tokens,
-            ban_thinking=self.ban_thinking,
-            ban_answer=self.ban_answer,
-            **landing,
-        )
+        return self._builder.break_tokens()
 
     def prepare(
         self,

@@ -41,6 +41,7 @@ from vllm.v1.sample.logits_processor import (
 )
 
 from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan, ForcingState, Phase
+from s1_integrations.engine.xargs import load_effort_table, resolve_plain_words
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -103,10 +104,23 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         # on the device instead (see _decide_on_device).
         self.decide_on_device = device.type != "cpu"
         self._pin_memory = is_pin_memory
+        if vllm_config is not None:
+            # An operator's effort table that does not parse stops the server at start-up,
+            # not at the first request that names an effort level.
+            load_effort_table()
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
-        args = (sampling_params.extra_args or {}).get(EXTRA_ARGS_KEY)
+        """Refuse a bad budget with a ``ValueError`` naming it (vLLM answers HTTP 400).
+
+        Runs in the API server before anything is scheduled. Budgets in plain words (and
+        ``reasoning_effort``) are resolved here into ``s1_budget`` with the served model's
+        tokenizer (``engine/xargs.py``); the engine then only ever sees token ids.
+        """
+        extra = sampling_params.extra_args
+        if extra:
+            resolve_plain_words(extra, sampling_params.thinking_token_budget)
+        args = (extra or {}).get(EXTRA_ARGS_KEY)
         if args is None:
             return
         plan = ForcingPlan.from_extra_args(args)

@@ -1,7 +1,11 @@
 """The command line of vLLM's own OpenAI-compatible server, set up for budget forcing.
 
 Nothing here serves requests: it is ``vllm serve`` with the two settings budget forcing
-needs. The processor is named with ``--logits-processors``: installing this package also
+needs, and (:func:`serve_defaults`) the ones that make it useful to any OpenAI client: the
+reasoning parser of the model's thinking format, a chat template that opens the thinking
+block, and on the CPU a KV cache that fits.
+
+The processor is named with ``--logits-processors``: installing this package also
 registers it as a ``vllm.logits_processors`` plugin, but under asynchronous scheduling (vLLM's
 default on GPUs) only processors given by name see the sampled tokens, and the plugin steps
 aside where the processor is named. The server must also report processed log-probabilities,
@@ -10,13 +14,21 @@ by which clients tell forced tokens apart.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
 
+from s1_integrations.core.formats import THINK_TAGS, ThinkingFormat, detect_format
 from s1_integrations.engine.lifetime import Guardian
 from s1_integrations.engine.processor import PROCESSOR_FQCN
+
+logger = logging.getLogger(__name__)
 
 #: What budget forcing needs from a server beyond the package being installed.
 REQUIRED_FLAGS = ("--logprobs-mode", "processed_logprobs")
@@ -51,6 +63,142 @@ def server_argv(
         else:
             argv += [PROCESSOR_FLAG, PROCESSOR_FQCN]
     return argv + extra
+
+
+#: vLLM's reasoning parser for each thinking format it has one for. ``qwen3`` reads
+#: ``<think> ... </think>`` whether or not the output repeats the opening tag (here the prompt
+#: opens it), and counts reasoning tokens in ``usage``.
+REASONING_PARSERS: dict[str, str] = {THINK_TAGS.name: "qwen3"}
+
+#: Appended to a chat template that does not open the thinking block itself: the block is then
+#: open at the first generated token, as ``render_prompt`` opens it for the generator, so the
+#: processor counts thinking from there (and a model trained that way starts as it learned).
+_OPEN_THINKING = (
+    "{%- if add_generation_prompt and (enable_thinking is not defined or enable_thinking) %}"
+    "{{- START }}{%- endif %}"
+)
+
+
+def _flag(extra: Sequence[str], name: str) -> bool:
+    return any(a == name or a.startswith(name + "=") for a in extra)
+
+
+def _flag_value(extra: Sequence[str], name: str) -> str | None:
+    for i, arg in enumerate(extra):
+        if arg == name and i + 1 < len(extra):
+            return extra[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def opening_chat_template(tokenizer: Any, fmt: ThinkingFormat) -> str | None:
+    """The tokenizer's chat template made to open the thinking block; None if it already does.
+
+    Decided as :func:`~s1_integrations.core.prompts.render_prompt` decides: by whether the
+    rendered generation prompt of a one-message chat ends with the start delimiter.
+    """
+    template = tokenizer.chat_template
+    if not isinstance(template, str) or not template:
+        return None
+    sample = [{"role": "user", "content": "1 + 1?"}]
+    text = tokenizer.apply_chat_template(sample, add_generation_prompt=True, tokenize=False)
+    if str(text).rstrip().endswith(fmt.start):
+        return None
+    return template + _OPEN_THINKING.replace("START", json.dumps(fmt.start))
+
+
+def _template_file(template: str) -> Path:
+    """The template in a file named by its content, so a rerun reuses it."""
+    digest = hashlib.sha256(template.encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"s1-chat-template-{digest}.jinja"
+    if not path.exists() or path.read_text(encoding="utf-8") != template:
+        path.write_text(template, encoding="utf-8")
+    return path
+
+
+def serve_defaults(
+    model: str, extra: Sequence[str], env: Mapping[str, str] | None = None
+) -> list[str]:
+    """Flags ``s1-integrations serve`` adds to vLLM's for ``model``, unless ``extra`` has them.
+
+    - ``--reasoning-parser`` for the model's thinking format (:data:`REASONING_PARSERS`), so
+      chat completions return the thinking in ``reasoning`` apart from ``content``; a format
+      no vLLM parser knows is served without one (a warning says so) and vLLM's
+      ``--reasoning-config`` gets its delimiters.
+    - ``--chat-template`` opening the thinking block, where the model's own does not.
+    - On the CPU backend, ``--kv-cache-memory-bytes`` as the in-process engine sizes it
+      (vLLM's own CPU default, a share of the node's memory, fails beside other processes),
+      and whole-prompt prefill (seeded requests stop a CPU engine after a chunked prefill).
+    """
+    from transformers import AutoTokenizer
+
+    from s1_integrations.engine.engine import CPU_KV_CACHE_BYTES
+
+    env = os.environ if env is None else env
+    flags: list[str] = []
+    tokenizer: Any = AutoTokenizer.from_pretrained(_flag_value(extra, "--tokenizer") or model)
+    fmt = detect_format(tokenizer)
+    if not _flag(extra, "--reasoning-parser"):
+        parser = REASONING_PARSERS.get(fmt.name)
+        if parser is not None:
+            flags += ["--reasoning-parser", parser]
+        else:
+            logger.warning(
+                "no vLLM reasoning parser reads the %s thinking format (%r ... %r): the "
+                "thinking stays in the answer's content",
+                fmt.name,
+                fmt.start,
+                fmt.end,
+            )
+            if not _flag(extra, "--reasoning-config"):
+                config = {"reasoning_start_str": fmt.start, "reasoning_end_str": fmt.end}
+                flags += ["--reasoning-config", json.dumps(config)]
+    if not _flag(extra, "--chat-template"):
+        template = opening_chat_template(tokenizer, fmt)
+        if template is not None:
+            flags += ["--chat-template", str(_template_file(template))]
+    if (
+        not _flag(extra, "--kv-cache-memory-bytes")
+        and not _flag(extra, "--gpu-memory-utilization")
+        and "VLLM_CPU_KVCACHE_SPACE" not in env
+    ):
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu():
+            flags += ["--kv-cache-memory-bytes", str(CPU_KV_CACHE_BYTES)]
+    if not any(_flag(extra, f) for f in CHUNKING_FLAGS):
+        from vllm.platforms import current_platform
+
+        context = _context_length(model, extra)
+        if current_platform.is_cpu() and context is not None:
+            # As the in-process engine does (engine/engine.py): vLLM's CPU worker dies on a
+            # seeded request whose prompt is prefilled in chunks, so prompts go in whole.
+            flags += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(context)]
+    return flags
+
+
+#: vLLM flags that decide how prompts are prefilled: given any, the operator decides.
+CHUNKING_FLAGS = (
+    "--enable-chunked-prefill",
+    "--no-enable-chunked-prefill",
+    "--max-num-batched-tokens",
+)
+
+
+def _context_length(model: str, extra: Sequence[str]) -> int | None:
+    """The context the server will have (at least vLLM's default step budget of 2048)."""
+    given = _flag_value(extra, "--max-model-len")
+    if given is not None and given.isdigit():
+        return max(int(given), 2048)
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model)
+    except (OSError, ValueError):
+        return None
+    length = getattr(config, "max_position_embeddings", None)
+    return max(int(length), 2048) if isinstance(length, int) else None
 
 
 def exec_server(argv: Sequence[str]) -> NoReturn:
