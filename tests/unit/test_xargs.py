@@ -206,8 +206,15 @@ def test_serve_opens_the_thinking_and_picks_the_parser(builder: PlanBuilder) -> 
     assert flags[:2] == ["--reasoning-parser", "qwen3"]
     assert flags[2] == "--chat-template"
     assert Path(flags[3]).read_text(encoding="utf-8") == template
-    assert flags[4:] == ["--kv-cache-memory-bytes", str(2 * 1024**3)]  # this CPU machine
+    assert flags[4:] == [  # this CPU machine
+        "--kv-cache-memory-bytes",
+        str(2 * 1024**3),
+        "--no-enable-chunked-prefill",
+        "--max-num-batched-tokens",
+        "2048",
+    ]
     given = ["--reasoning-parser", "deepseek_r1", "--chat-template", "t.jinja"]
+    given += ["--max-num-batched-tokens", "4096"]
     assert serve_defaults(TOY, [*given, "--kv-cache-memory-bytes=1"], env={}) == []
     assert "--kv-cache-memory-bytes" not in serve_defaults(
         TOY, [], env={"VLLM_CPU_KVCACHE_SPACE": "1"}
