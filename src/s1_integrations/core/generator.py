@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from typing import Any, cast
@@ -76,6 +77,23 @@ def _forced_flags(output: Any) -> list[bool]:
             flags.append(values[j] == 0.0)
         return flags
     return [float(logprobs[i][token].logprob) == 0.0 for i, token in enumerate(token_ids)]
+
+
+def _top1_values(output: Any) -> list[float | None] | None:
+    """Per token, the top-1 probability of its step (``logprobs=1``): the adaptive signal.
+
+    vLLM lists the sampled token first and then the top ones, so the top-1 is the largest
+    listed; where only the sampled token came back (a server), that is what is read.
+    """
+    logprobs = output.logprobs
+    if logprobs is None:
+        return None
+    starts = getattr(logprobs, "start_indices", None)
+    n = len(output.token_ids)
+    if starts is not None:
+        ends, values = logprobs.end_indices, logprobs.logprobs
+        return [math.exp(max(values[starts[i] : ends[i]])) for i in range(n)]
+    return [math.exp(max(float(v.logprob) for v in logprobs[i].values())) for i in range(n)]
 
 
 class BudgetForcedGenerator:
@@ -206,7 +224,7 @@ class BudgetForcedGenerator:
                 "conclusion",
                 f"{len(conclusion)} tokens do not fit under max_thinking_tokens={cap}",
             )
-        landing: dict[str, Any] = {}
+        optional: dict[str, Any] = {}
         if budget.soft_landing_tokens:
             found = self.break_tokens()
             if not found.breaks and not found.weak:
@@ -214,12 +232,19 @@ class BudgetForcedGenerator:
                     "soft_landing_tokens",
                     "this tokenizer has no token ending in a newline or a sentence end",
                 )
-            landing = {
+            optional = {
                 "landing": budget.soft_landing_tokens,
                 "breaks": found.breaks,
                 "weak_breaks": found.weak,
                 "digits": found.digits,
             }
+        policy = budget.adaptive
+        if policy is not None:
+            optional.update(
+                adaptive_signal=policy.signal,
+                adaptive_threshold=policy.threshold,
+                adaptive_max=policy.max_extensions,
+            )
         return ForcingPlan(
             end=self.end_ids,
             eos=self.eos_ids,
@@ -231,7 +256,7 @@ class BudgetForcedGenerator:
             max_answer=budget.max_answer_tokens,
             ban_thinking=self.ban_thinking,
             ban_answer=self.ban_answer,
-            **landing,
+            **optional,
         )
 
     def prepare(
@@ -325,11 +350,12 @@ class BudgetForcedGenerator:
 
         structured = options.answer_schema is not None
         needs_flags = item.plan.needs_extensions
+        adaptive = item.plan.adaptive  # the top-1 of each step, for the signal values reported
         final_only = not streaming and not options.stop and not structured
         params = self._sampling_params(
             options,
             max_tokens=item.max_tokens,
-            logprobs=0 if needs_flags else None,
+            logprobs=1 if adaptive else 0 if needs_flags else None,
             flat_logprobs=needs_flags,
             output_kind=RequestOutputKind.FINAL_ONLY if final_only else RequestOutputKind.DELTA,
             extra_args={EXTRA_ARGS_KEY: item.plan.to_extra_args()},
@@ -345,7 +371,8 @@ class BudgetForcedGenerator:
                 ids = list(completion.token_ids)
                 output_ids.extend(ids)
                 forced = _forced_flags(completion) if needs_flags else [False] * len(ids)
-                for event in tracker.feed(ids, forced):
+                top1 = _top1_values(completion) if adaptive else None
+                for event in tracker.feed(ids, forced, top1=top1):
                     yield event
                 if tracker.stopped_by_string:
                     break  # closing the stream aborts the request in the engine
@@ -391,12 +418,17 @@ class BudgetForcedGenerator:
         before_window = [False] * len(items)
         round_no = 0
 
-        def append(k: int, ids: list[int], forced: bool) -> list[StreamEvent]:
+        def append(
+            k: int, ids: list[int], forced: bool, top1: list[float | None] | None = None
+        ) -> list[StreamEvent]:
             if not forced:
-                for token in ids:
-                    drivers[k].observe(token)
+                state = drivers[k]
+                for j, token in enumerate(ids):
+                    if top1 is not None and top1[j] is not None:
+                        state.note_top1(top1[j])  # type: ignore[arg-type]
+                    state.observe(token)
             outputs[k].extend(ids)
-            return trackers[k].feed(ids, [forced] * len(ids))
+            return trackers[k].feed(ids, [forced] * len(ids), top1=top1)
 
         while True:
             jobs: list[tuple[int, Any]] = []
@@ -439,6 +471,9 @@ class BudgetForcedGenerator:
                         detokenize=True,
                         skip_special_tokens=False,  # the delimiter may hold special tokens
                     )
+                if plan.adaptive:
+                    # The policy's signal: each step's top-1 (processed) log-probability.
+                    extra.update(logprobs=1, flat_logprobs=True)
                 seed = None if options.seed is None else options.seed + round_no
                 params = self._sampling_params(
                     options.model_copy(update={"seed": seed}), max_tokens=room, **extra
@@ -455,6 +490,7 @@ class BudgetForcedGenerator:
                 state = drivers[k]
                 natural = _strip_end_attempt(ids, completion, items[k].plan)
                 attempt = natural is not ids
+                top1 = _top1_values(completion) if items[k].plan.adaptive else None
                 landed = _landing_cut(state, natural)
                 if landed < len(natural):
                     # The landing ended the thinking at a break inside this round: what the
@@ -466,7 +502,7 @@ class BudgetForcedGenerator:
                     # its stop strings see it whole. Its tokens are generated again next round.
                     open_tail = _open_delimiter(natural, items[k].plan)
                     natural = natural[: len(natural) - open_tail]
-                for event in append(k, natural, False):
+                for event in append(k, natural, False, top1[: len(natural)] if top1 else None):
                     yield k, event
                 if attempt and state.phase is Phase.THINKING:
                     state.end_attempt()
@@ -517,10 +553,46 @@ class BudgetForcedGenerator:
 
     # -- public API -----------------------------------------------------------------------
 
+    def _check_adaptive(self, items: list[Prepared], options: SamplingOptions) -> None:
+        """Refuse what would make one pass and rounds read different adaptive signals.
+
+        The signal is the top-1 probability of the distribution sampled from; vLLM reports
+        it after top-k/top-p truncation (which renormalises), and only as processed
+        log-probabilities does it include the masks the budget applies.
+        """
+        adaptive = [it for it in items if it.plan.adaptive]
+        if not adaptive:
+            return
+        if options.top_p < 1.0 or options.top_k is not None:
+            raise BudgetError(
+                "adaptive",
+                "needs top_p=1 and no top_k: the signal is read off the whole distribution, "
+                "which truncation renormalises",
+            )
+        if any(it.strategy == "rounds" for it in adaptive) and (
+            self.engine.logprobs_mode != "processed_logprobs"
+        ):
+            raise BudgetError(
+                "adaptive",
+                "the rounds strategy reads the signal from processed log-probabilities, and "
+                f"this engine's logprobs mode is {self.engine.logprobs_mode!r}",
+            )
+        if (
+            isinstance(self.engine, RemoteEngine)
+            and options.temperature > 0
+            and any(it.strategy == "rounds" for it in adaptive)
+        ):
+            raise BudgetError(
+                "adaptive",
+                "servers return only the sampled token's log-probability, which is the top-1 "
+                "only under greedy decoding: adaptive rounds on servers need temperature=0",
+            )
+
     async def _events(
         self, items: list[Prepared], options: SamplingOptions, streaming: bool = True
     ) -> AsyncGenerator[tuple[int, StreamEvent], None]:
         """Events of all items, tagged with their index, strategies running side by side."""
+        self._check_adaptive(items, options)  # before anything is submitted
         if len(items) == 1 and not streaming:
             # One request whose caller wants only the result (every adapter call): no runner
             # task and no queue, which cost such a call more than its tokens do. Streams keep

@@ -148,8 +148,14 @@ class OutputTracker:
     def done(self) -> bool:
         return self.stopped_by_string or self.state.phase is Phase.FINISHED
 
-    def feed(self, ids: list[int], forced: list[bool], final: bool = False) -> list[StreamEvent]:
-        self.replayer.feed(ids, forced, final)
+    def feed(
+        self,
+        ids: list[int],
+        forced: list[bool],
+        final: bool = False,
+        top1: list[float | None] | None = None,
+    ) -> list[StreamEvent]:
+        self.replayer.feed(ids, forced, final, top1)
         state = self.state
         events: list[StreamEvent] = []
         while self._extensions_emitted < len(state.extension_positions):
@@ -161,6 +167,7 @@ class OutputTracker:
                     phrase=phrase,
                     index=self._extensions_emitted,
                     thinking_tokens=len(self.thinking.ids),
+                    signal=state.extension_signals[self._extensions_emitted],
                 )
             )
             self._extensions_emitted += 1
@@ -266,6 +273,8 @@ class OutputTracker:
             thinking_token_ids=thinking_ids,
             answer_token_ids=answer_ids,
             extension_positions=list(state.extension_positions),
+            extension_signals=list(state.extension_signals),
+            thinking_end_signal=state.end_signal,
         )
 
 
