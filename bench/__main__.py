@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import adapters, breakdown, cap, extensions, overhead, scaling
+from bench import adapters, adaptive, breakdown, cap, extensions, overhead, scaling
 from bench.common import BenchConfig, cpu_model
 from bench.report import Report, render
 
@@ -31,6 +31,7 @@ COMPARISONS: dict[str, Runner] = {
     "cap": cap.run,
     "adapters": adapters.run,
     "scaling": scaling.run,
+    "adaptive": adaptive.run,
 }
 #: Diagnostics: run by name only, not by ``all``.
 DIAGNOSTICS: dict[str, Runner] = {"breakdown": breakdown.run}

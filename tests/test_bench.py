@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # ``bench`` lives beside ``src``, not inside the package
     sys.path.insert(0, str(ROOT))
 
-from bench import adapters, breakdown, cap, extensions, overhead, scaling  # noqa: E402
+from bench import adapters, adaptive, breakdown, cap, extensions, overhead, scaling  # noqa: E402
 from bench.__main__ import config_from, parse_args  # noqa: E402
 from bench.common import BenchConfig, PeakRSS, measure  # noqa: E402
 from bench.report import Report, Row, Timing, render  # noqa: E402
@@ -132,6 +132,22 @@ def test_extensions(generator: Any) -> None:
         # Rounds works on token ids: greedy float32 must give the single pass's exact tokens.
         rounds = report.row(f"{k} extensions: single-pass vs rounds")
         assert rounds.ours.tokens == rounds.other.tokens
+
+
+@pytest.mark.engine
+def test_adaptive(generator: Any) -> None:
+    report = adaptive.run(generator, TINY)
+    check_report(report, ["adaptive vs 1 extension: s per token"], same_tokens=False)
+    row = report.rows[0]
+    assert row.target == adaptive.TARGET
+    assert tokens(row.extra["tokens"]) == [row.ours.tokens, row.other.tokens]
+    # The first two held-out questions are one easy (no Wait from the policy) and one hard.
+    assert row.ours.tokens < row.other.tokens
+
+
+def test_adaptive_compares_seconds_per_token() -> None:
+    t = adaptive.per_token(Timing("x", [2.0, 4.0], tokens=4, cpu_seconds=[8.0]))
+    assert (t.seconds, t.cpu_seconds, t.tokens) == ([0.5, 1.0], [2.0], 4)
 
 
 @pytest.mark.engine

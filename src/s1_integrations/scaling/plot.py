@@ -8,7 +8,8 @@ from typing import Any
 
 
 def plot_scaling(summaries: Sequence[Any], path: Path) -> None:
-    """One curve for capping the thinking and one for extending it with "Wait"."""
+    """One curve for capping the thinking, one for extending it with "Wait", and one for the
+    adaptive policy (one point per threshold) where the sweep ran it."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -20,6 +21,7 @@ def plot_scaling(summaries: Sequence[Any], path: Path) -> None:
     styles = {
         "cap": ("tab:blue", "o", "cap the thinking"),
         "extend": ("tab:orange", "s", "extend with Wait"),
+        "adaptive": ("tab:green", "^", "adaptive: Wait where unsure"),
     }
     for kind, (color, marker, name) in styles.items():
         points = sorted(

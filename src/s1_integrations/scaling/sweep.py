@@ -12,41 +12,52 @@ import json
 import shutil
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from s1_integrations.core.adaptive import AdaptivePolicy
 from s1_integrations.core.budget import ThinkingBudget
 from s1_integrations.scaling.data import QAPair
 from s1_integrations.scaling.scoring import Scorer, exact_match
 
-Kind = Literal["cap", "extend"]
+Kind = Literal["cap", "extend", "adaptive"]
 
 
 @dataclass(frozen=True)
 class SweepSetting:
     kind: Kind
-    value: int | None  # the cap (None: no cap), or the number of extensions
+    #: The cap (None: no cap), the number of extensions, or the adaptive policy's threshold.
+    value: int | float | None
+    #: The adaptive policy (its threshold is ``value``); ``None``: the default policy.
+    policy: AdaptivePolicy | None = None
 
     @property
     def label(self) -> str:
         if self.kind == "cap":
             return "no cap" if self.value is None else f"cap {self.value}"
+        if self.kind == "adaptive":
+            return f"adaptive {self.value:g}"
         return f"{self.value} extension{'s' if self.value != 1 else ''}"
 
     def budget(self, max_answer_tokens: int) -> ThinkingBudget:
         if self.kind == "cap":
-            return ThinkingBudget(
-                max_thinking_tokens=self.value, max_answer_tokens=max_answer_tokens
+            cap = None if self.value is None else int(self.value)
+            return ThinkingBudget(max_thinking_tokens=cap, max_answer_tokens=max_answer_tokens)
+        if self.kind == "adaptive":
+            policy = (self.policy or AdaptivePolicy()).model_copy(
+                update={"threshold": float(self.value or 0.0)}
             )
-        return ThinkingBudget(extensions=self.value or 0, max_answer_tokens=max_answer_tokens)
+            return ThinkingBudget(adaptive=policy, max_answer_tokens=max_answer_tokens)
+        return ThinkingBudget(extensions=int(self.value or 0), max_answer_tokens=max_answer_tokens)
 
 
 @dataclass
 class SettingSummary:
     setting: str
     kind: str
-    value: int | None
+    value: int | float | None
     questions: int
     accuracy: float
     mean_thinking_tokens: float
@@ -75,8 +86,22 @@ class SweepReport:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def settings_for(caps: list[int | None], extensions: list[int]) -> list[SweepSetting]:
-    return [SweepSetting("cap", c) for c in caps] + [SweepSetting("extend", n) for n in extensions]
+def settings_for(
+    caps: list[int | None], extensions: list[int], thresholds: Sequence[float] = ()
+) -> list[SweepSetting]:
+    """Caps, then extension counts, then adaptive policies (one per threshold)."""
+    for t in thresholds:
+        AdaptivePolicy(threshold=t)  # refuse a bad threshold before any setting runs
+    return (
+        [SweepSetting("cap", c) for c in caps]
+        + [SweepSetting("extend", n) for n in extensions]
+        + [SweepSetting("adaptive", t) for t in thresholds]
+    )
+
+
+def _first_signal(result: Any) -> float | None:
+    signals = [v for v in result.extension_signals if v is not None]
+    return signals[0] if signals else result.thinking_end_signal
 
 
 def _p90(values: list[int]) -> float:
@@ -127,6 +152,9 @@ def run_sweep(
                     "thinking_tokens": r.thinking_tokens,
                     "extensions": r.extensions,
                     "thinking_ended_by": r.thinking_ended_by,
+                    # What the adaptive policy compared with its threshold at the first
+                    # attempt (calibration reads it); empty for the other kinds.
+                    "policy_signal": _first_signal(r),
                 }
             )
         thinking = [r.thinking_tokens for r in results]
