@@ -137,12 +137,17 @@ def test_extensions(generator: Any) -> None:
 @pytest.mark.engine
 def test_adaptive(generator: Any) -> None:
     report = adaptive.run(generator, TINY)
-    check_report(report, ["adaptive vs 1 extension: s per token"], same_tokens=False)
-    row = report.rows[0]
-    assert row.target == adaptive.TARGET
-    assert tokens(row.extra["tokens"]) == [row.ours.tokens, row.other.tokens]
+    labels = [
+        "adaptive (threshold 1) vs 1 extension: s per token",
+        "default adaptive vs 1 extension: s per token",
+    ]
+    check_report(report, labels, same_tokens=False)
+    same, default = report.rows
+    assert (same.target, default.target) == (adaptive.TARGET, None)
+    assert same.ours.tokens == same.other.tokens  # extends exactly where 1 extension does
+    assert tokens(default.extra["tokens"]) == [default.ours.tokens, default.other.tokens]
     # The first two held-out questions are one easy (no Wait from the policy) and one hard.
-    assert row.ours.tokens < row.other.tokens
+    assert default.ours.tokens < default.other.tokens
 
 
 def test_adaptive_compares_seconds_per_token() -> None:

@@ -62,13 +62,16 @@ class _Decisions:
     """
 
     def __init__(self, attempts: torch.Tensor, pin_memory: bool) -> None:
+        self._event: torch.cuda.Event | None = None
+        self._values: list | None = None
+        if attempts.device.type == "cpu":  # already on the host, and never written again
+            self._host = attempts
+            return
         self._host = torch.empty(attempts.shape, dtype=attempts.dtype, pin_memory=pin_memory)
         self._host.copy_(attempts, non_blocking=pin_memory)
-        self._event: torch.cuda.Event | None = None
         if attempts.is_cuda:
             self._event = torch.cuda.Event()
             self._event.record()
-        self._values: list | None = None
 
     def __getitem__(self, j: int) -> bool | float:
         if self._values is None:
