@@ -111,13 +111,15 @@ def confident(value: float, threshold: float) -> bool:
 
 
 def top1_logprobs(logits: torch.Tensor, temperatures: torch.Tensor | None = None) -> torch.Tensor:
-    """Per row, the log-probability of the most likely token: two reductions, no softmax.
+    """Per row, the log-probability of the most likely token.
 
-    ``temperatures`` (one per row, 1 for greedy) scale the logits first, so a sampled row's
-    signal is read off the distribution it samples from, as vLLM's processed log-probabilities
-    report it to the rounds strategy. Masked tokens (``-inf``) carry no probability.
+    ``log_softmax`` then ``amax``: two kernels (``logsumexp`` is several on a CPU, where each
+    can wait for its threads on a loaded machine), and the very computation vLLM makes for
+    the processed log-probabilities the rounds strategy reads. ``temperatures`` (one per row,
+    1 for greedy) scale the logits first, so a sampled row's signal is read off the
+    distribution it samples from. Masked tokens (``-inf``) carry no probability.
     """
     import torch
 
     scaled = logits if temperatures is None else logits / temperatures.unsqueeze(1)
-    return scaled.max(dim=-1).values - torch.logsumexp(scaled, dim=-1)
+    return torch.log_softmax(scaled, dim=-1).amax(dim=-1)

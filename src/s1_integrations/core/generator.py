@@ -79,6 +79,16 @@ def _forced_flags(output: Any) -> list[bool]:
     return [float(logprobs[i][token].logprob) == 0.0 for i, token in enumerate(token_ids)]
 
 
+def _signal_logprobs(options: SamplingOptions) -> int:
+    """How many top log-probabilities the adaptive signal needs per token.
+
+    Under greedy decoding the sampled token is the top-1 wherever the model chose (forced
+    tokens are no evidence), so its own log-probability is enough, and vLLM skips a top-k
+    over the batch at every step; a sampled token need not be the top-1.
+    """
+    return 0 if options.temperature == 0 else 1
+
+
 def _top1_values(output: Any) -> list[float | None] | None:
     """Per token, the top-1 probability of its step (``logprobs=1``): the adaptive signal.
 
@@ -355,7 +365,7 @@ class BudgetForcedGenerator:
         params = self._sampling_params(
             options,
             max_tokens=item.max_tokens,
-            logprobs=1 if adaptive else 0 if needs_flags else None,
+            logprobs=_signal_logprobs(options) if adaptive else 0 if needs_flags else None,
             flat_logprobs=needs_flags,
             output_kind=RequestOutputKind.FINAL_ONLY if final_only else RequestOutputKind.DELTA,
             extra_args={EXTRA_ARGS_KEY: item.plan.to_extra_args()},
@@ -473,7 +483,7 @@ class BudgetForcedGenerator:
                     )
                 if plan.adaptive:
                     # The policy's signal: each step's top-1 (processed) log-probability.
-                    extra.update(logprobs=1, flat_logprobs=True)
+                    extra.update(logprobs=_signal_logprobs(options), flat_logprobs=True)
                 seed = None if options.seed is None else options.seed + round_no
                 params = self._sampling_params(
                     options.model_copy(update={"seed": seed}), max_tokens=room, **extra
