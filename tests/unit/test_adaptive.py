@@ -279,3 +279,76 @@ def test_the_wire_format_round_trips_a_policy() -> None:
     p = adaptive(0.45, max_extensions=3, signal="mean_top1")
     assert ForcingPlan.from_extra_args(p.to_json()) == p
     assert "adaptive_signal" not in plan().to_extra_args()  # old servers see no new keys
+
+
+ADAPTIVE_PLANS = [
+    adaptive(0.3),
+    adaptive(0.6, max_extensions=3),
+    adaptive(0.5, max_extensions=2, signal="mean_top1"),
+    plan(min_thinking=6, adaptive_signal="min_top1", adaptive_threshold=0.4, adaptive_max=3),
+    plan(max_thinking=20, adaptive_signal="min_top1", adaptive_threshold=0.9, adaptive_max=5),
+    plan(extensions=1),  # a fixed budget among them
+]
+
+
+def decode(decide_on_device: bool, seed: int) -> list[tuple[object, ...]]:
+    """Greedy decoding over random logits (sharp or flat rows, frequent attempts to stop)."""
+    proc = processor()
+    proc.decide_on_device = decide_on_device
+    outs: list[list[int]] = [[] for _ in ADAPTIVE_PLANS]
+    added = [(i, params(p), None, outs[i]) for i, p in enumerate(ADAPTIVE_PLANS)]
+    proc.update_state(BatchUpdate(batch_size=len(added), removed=[], added=added, moved=[]))
+    gen = torch.Generator().manual_seed(seed)
+    done = [False] * len(ADAPTIVE_PLANS)
+    forced: list[list[bool]] = [[] for _ in ADAPTIVE_PLANS]
+    for _ in range(60):
+        logits = torch.randn(len(ADAPTIVE_PLANS), V, generator=gen)
+        tries = torch.rand(len(ADAPTIVE_PLANS), generator=gen)
+        sharp = torch.rand(len(ADAPTIVE_PLANS), generator=gen) < 0.6
+        logits[sharp, A] += 6.0  # confident steps; the others are nearly flat
+        logits[tries < 0.3, END] += 9.0
+        logits[(tries > 0.3) & (tries < 0.35), EOS] += 9.0
+        out = proc.apply(logits)
+        sampled = out.argmax(dim=-1).tolist()
+        proc.update_state(None)
+        for i, token in enumerate(sampled):
+            if not done[i]:
+                outs[i].append(token)
+                forced[i].append(forced_token(out[i]) is not None)  # log-probability 0
+                done[i] = token == EOS
+    for request in proc.requests.values():
+        BudgetForcingLogitsProcessor._catch_up(request)
+    for i, p in enumerate(ADAPTIVE_PLANS):
+        # What a client makes of the output: the same decisions, read off the forced tokens.
+        s, r = proc.requests[i].state, replay(p, outs[i], forced[i])
+        assert (r.inserted, r.ended_by, r.thinking_tokens) == (
+            s.inserted,
+            s.ended_by,
+            s.thinking_tokens,
+        )
+        assert r.extension_positions == s.extension_positions
+    return [
+        (
+            tuple(outs[i]),
+            s.inserted,
+            tuple(s.extension_signals),
+            s.ended_by,
+            s.end_signal,
+            s.thinking_tokens,
+        )
+        for i, s in ((i, proc.requests[i].state) for i in range(len(ADAPTIVE_PLANS)))
+    ]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_device_decisions_follow_the_policy_exactly_as_the_host_does(seed: int) -> None:
+    host = decode(decide_on_device=False, seed=seed)
+    device = decode(decide_on_device=True, seed=seed)
+    assert device == host
+    # The policy really decided: some attempts extended on a signal, some ended on one.
+    assert any(any(v is not None for v in s[2]) for s in host)
+
+
+def test_over_many_runs_the_policy_both_extends_and_ends() -> None:
+    ended = {s[3] for seed in range(6) for s in decode(False, seed)}
+    assert {"policy", "model"} <= ended
