@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from s1_integrations.core.adaptive import AdaptivePolicy
 from s1_integrations.core.budget import BudgetError, ThinkingBudget
 from s1_integrations.core.formats import (
     S1_FORMAT,
@@ -56,6 +57,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "S1_FORMAT",
     "THINK_TAGS",
+    "AdaptivePolicy",
     "AnswerDelta",
     "BudgetError",
     "BudgetForcedGenerator",
