@@ -16,7 +16,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import adapters, breakdown, cap, extensions, overhead, samples, scaling, server
+from bench import (
+    adapters,
+    adaptive,
+    breakdown,
+    cap,
+    extensions,
+    overhead,
+    samples,
+    scaling,
+    server,
+)
 from bench.common import BenchConfig, cpu_model
 from bench.report import Report, render
 
@@ -32,6 +42,7 @@ COMPARISONS: dict[str, Runner] = {
     "adapters": adapters.run,
     "scaling": scaling.run,
     "samples": samples.run,
+    "adaptive": adaptive.run,
 }
 #: Diagnostics: run by name only, not by ``all``.
 DIAGNOSTICS: dict[str, Runner] = {"breakdown": breakdown.run}

@@ -242,6 +242,38 @@ CASES: list[Case] = [
     Case("budget-blank-phrase", VE, "extension_phrases", budget={"extension_phrases": [" "]}),
     Case("budget-empty-conclusion", VE, "conclusion", budget={"conclusion": ""}),
     Case("budget-unknown-field", VE, "bogus", budget={"bogus": 1}),
+    # -- the adaptive policy (issue 21)
+    Case(
+        "adaptive-threshold-out-of-range",
+        VE,
+        r"adaptive\.threshold",
+        budget={"adaptive": {"threshold": 1.5}},
+    ),
+    Case(
+        "adaptive-unknown-signal",
+        VE,
+        r"adaptive\.signal\n.*unknown signal 'entropy'",
+        budget={"adaptive": {"signal": "entropy"}},
+    ),
+    Case(
+        "adaptive-negative-max",
+        VE,
+        r"adaptive\.max_extensions",
+        budget={"adaptive": {"max_extensions": -1}},
+    ),
+    Case(
+        "adaptive-with-fixed-extensions",
+        VE,
+        r"extensions \(1\) and adaptive exclude each other",
+        budget={"adaptive": {}, "extensions": 1},
+    ),
+    Case(
+        "adaptive-with-top-p",
+        BudgetError,
+        "adaptive: needs top_p=1",
+        budget={"adaptive": {}},
+        sampling={"top_p": 0.5},
+    ),
     Case(
         "budget-not-a-budget",
         TypeError,

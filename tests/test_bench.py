@@ -21,7 +21,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # ``bench`` lives beside ``src``, not inside the package
     sys.path.insert(0, str(ROOT))
 
-from bench import adapters, breakdown, cap, extensions, overhead, samples, scaling  # noqa: E402
+from bench import (  # noqa: E402
+    adapters,
+    adaptive,
+    breakdown,
+    cap,
+    extensions,
+    overhead,
+    samples,
+    scaling,
+)
 from bench.__main__ import config_from, parse_args  # noqa: E402
 from bench.common import BenchConfig, PeakRSS, measure  # noqa: E402
 from bench.report import Report, Row, Timing, render  # noqa: E402
@@ -132,6 +141,27 @@ def test_extensions(generator: Any) -> None:
         # Rounds works on token ids: greedy float32 must give the single pass's exact tokens.
         rounds = report.row(f"{k} extensions: single-pass vs rounds")
         assert rounds.ours.tokens == rounds.other.tokens
+
+
+@pytest.mark.engine
+def test_adaptive(generator: Any) -> None:
+    report = adaptive.run(generator, TINY)
+    labels = [
+        "default adaptive vs its own Waits, fixed: ms per token",
+        "default adaptive vs 1 extension: ms per token",
+    ]
+    check_report(report, labels, same_tokens=False)
+    same, default = report.rows
+    assert (same.target, default.target) == (adaptive.TARGET, None)
+    assert same.ours.tokens == same.other.tokens  # the same Waits: the same tokens
+    assert tokens(default.extra["tokens"]) == [default.ours.tokens, default.other.tokens]
+    # The first two held-out questions are one easy (no Wait from the policy) and one hard.
+    assert default.ours.tokens < default.other.tokens
+
+
+def test_adaptive_compares_seconds_per_token() -> None:
+    t = adaptive.per_token(Timing("x", [2.0, 4.0], tokens=4000, cpu_seconds=[8.0]))
+    assert (t.seconds, t.cpu_seconds, t.tokens) == ([0.5, 1.0], [2.0], 4000)
 
 
 @pytest.mark.engine

@@ -211,7 +211,12 @@ def test_stream_chat_deltas_add_up_to_the_final_response(generator, llm) -> None
         c.additional_kwargs["extension"] for c in chunks if "extension" in c.additional_kwargs
     ]
     assert extensions == [
-        {"phrase": "Wait", "index": 0, "thinking_tokens": expected.extension_positions[0]}
+        {
+            "phrase": "Wait",
+            "index": 0,
+            "thinking_tokens": expected.extension_positions[0],
+            "signal": None,  # a fixed extension: not the adaptive policy's
+        }
     ]
     check_chat(chunks[-1], expected)
     assert all(c.raw is None for c in chunks[:-1])

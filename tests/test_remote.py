@@ -9,6 +9,7 @@ is given the processor with ``--logits-processors``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 import time
@@ -24,11 +25,13 @@ from pydantic import ValidationError
 from conftest import TOY
 from flaky_proxy import FlakyProxy
 from s1_integrations import (
+    BudgetError,
     BudgetForcedGenerator,
     EngineError,
     ExtensionInserted,
     FinalResult,
     ThinkingBudget,
+    heldout_path,
 )
 from s1_integrations.adapters.langchain import ChatBudgetForced
 from s1_integrations.adapters.llama_index import BudgetForcedLLM
@@ -145,6 +148,33 @@ def test_remote_results_are_token_identical_to_in_process(
     local = generator.generate(QUESTIONS, BUDGETS, strategy=strategy)
     assert [signature(r) for r in ours] == [signature(r) for r in local]
     assert [r.strategy for r in ours] == [r.strategy for r in local]
+
+
+@pytest.mark.parametrize("strategy", ["single_pass", "rounds"])
+def test_an_adaptive_policy_travels_to_the_server_and_decides_there(
+    remote: BudgetForcedGenerator, generator: Any, strategy: str
+) -> None:
+    """The policy goes in ``s1_budget``; the server's processor (or the rounds the client
+    runs on its log-probabilities) extends the hard sum and not the easy ones."""
+    with open(heldout_path(), encoding="utf-8") as f:
+        rows = [json.loads(line) for line in itertools.islice(f, 4)]
+    assert [r["difficulty"] for r in rows] == ["easy", "hard", "easy", "hard"]
+    questions = [r["question"] for r in rows]
+    budget = ThinkingBudget(adaptive={}, max_answer_tokens=16)  # type: ignore[arg-type]
+    ours = remote.generate(questions, budget, strategy=strategy)
+    local = generator.generate(questions, budget, strategy=strategy)
+    assert [signature(r) for r in ours] == [signature(r) for r in local]
+    assert [r.extensions for r in ours] == [0, 1, 0, 1]
+    assert [r.thinking_ended_by for r in ours] == ["policy", "model", "policy", "model"]
+    for r, mine in zip(ours, local, strict=True):
+        assert r.extension_signals == pytest.approx(mine.extension_signals, abs=1e-5)
+
+
+def test_adaptive_rounds_on_a_server_without_the_processor_are_refused(
+    fallback: BudgetForcedGenerator,
+) -> None:
+    with pytest.raises(BudgetError, match="adaptive: the rounds strategy reads the signal"):
+        fallback.generate(QUESTIONS[0], ThinkingBudget(adaptive={}))  # type: ignore[arg-type]
 
 
 def test_remote_stream_gives_the_same_events_as_in_process(

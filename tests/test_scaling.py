@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from s1_integrations.core.adaptive import DEFAULT_THRESHOLD
 from s1_integrations.scaling import DatasetError, exact_match, load_jsonl, run_sweep
 from s1_integrations.scaling.scoring import normalise
 from s1_integrations.scaling.sweep import settings_for
@@ -107,3 +108,33 @@ def test_sample_rows_vote_and_count_the_thinking_of_every_sample(
     with pytest.raises(ValueError, match="n: 0 samples"):
         run_sweep(generator, pairs, settings_for([], [], [0]), tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.engine
+def test_adaptive_sweep_rows_one_per_threshold(generator: Any, tmp_path: Path) -> None:
+    """The held-out set alternates easy and hard: at the default threshold the policy gives
+    exactly the hard half its one Wait, and is as accurate as one Wait for all."""
+    pairs = load_jsonl(heldout_path())[:8]
+    settings = settings_for([], [0, 1], thresholds=[0.0, DEFAULT_THRESHOLD])
+    report = run_sweep(generator, pairs, settings, tmp_path / "s", progress=False)
+    with (tmp_path / "s" / "summary.csv").open() as f:
+        summary = list(csv.DictReader(f))
+    assert [(s["kind"], s["setting"]) for s in summary] == [
+        ("extend", "0 extensions"),
+        ("extend", "1 extension"),
+        ("adaptive", "adaptive 0"),
+        ("adaptive", "adaptive 0.45"),
+    ]
+    assert float(summary[3]["value"]) == DEFAULT_THRESHOLD
+    by = {s.setting: s for s in report.summaries}
+    policy, one, none = by["adaptive 0.45"], by["1 extension"], by["0 extensions"]
+    assert policy.mean_extensions == 0.5 and by["adaptive 0"].mean_extensions == 0
+    assert policy.accuracy == one.accuracy == 1.0
+    assert policy.by_difficulty["easy"] == none.by_difficulty["easy"]  # natural on easy
+    assert policy.by_difficulty["hard"] == one.by_difficulty["hard"]  # one Wait on hard
+    rows = [r for r in report.rows if r["setting"] == "adaptive 0.45"]
+    assert all(r["policy_signal"] is not None for r in rows)
+    for r in rows:  # what the policy compared with the threshold, per question
+        unsure = r["policy_signal"] < DEFAULT_THRESHOLD
+        assert unsure == (r["difficulty"] == "hard") == (r["extensions"] == 1)
+    assert all(r["policy_signal"] is None for r in report.rows if r["kind"] == "extend")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from s1_integrations.core.adaptive import AdaptivePolicy
 from s1_integrations.core.budget import BudgetError, ThinkingBudget
 from s1_integrations.core.formats import (
     S1_FORMAT,
@@ -60,6 +61,7 @@ __all__ = [
     "S1_FORMAT",
     "THINK_TAGS",
     "VOTE_METHODS",
+    "AdaptivePolicy",
     "AnswerDelta",
     "BudgetError",
     "BudgetForcedGenerator",

@@ -317,6 +317,7 @@ def _sweep(
     samples: str = "",
     temperature: float = 0.7,
     seed: int = 0,
+    thresholds: list[float] | None = None,
 ) -> Any:
     from s1_integrations.scaling import get_scorer, load_jsonl, run_sweep
     from s1_integrations.scaling.sweep import settings_for
@@ -325,7 +326,9 @@ def _sweep(
     pairs = load_jsonl(dataset or heldout_path())
     if limit is not None:
         pairs = pairs[:limit]
-    settings = settings_for(_parse_caps(caps), _parse_ints(extensions), _parse_ints(samples))
+    settings = settings_for(
+        _parse_caps(caps), _parse_ints(extensions), _parse_ints(samples), thresholds or ()
+    )
     with console.status(f"{len(settings)} budget settings x {len(pairs)} questions..."):
         return run_sweep(
             generator,
@@ -368,16 +371,57 @@ def sweep(
         float, typer.Option(min=0.0, help="Sampling temperature of the --samples rows.")
     ] = 0.7,
     seed: Annotated[int, typer.Option(help="Seed of the --samples rows.")] = 0,
+    adaptive: Annotated[
+        bool,
+        typer.Option(
+            "--adaptive/--no-adaptive",
+            help="Also run the adaptive policy (rows of kind 'adaptive'), once per threshold.",
+        ),
+    ] = False,
+    thresholds: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated adaptive thresholds (0-1); default: the default."),
+    ] = None,
     model: ModelOption = None,
     engine_arg: EngineArg = None,
 ) -> None:
-    """Accuracy against thinking tokens at several caps, extension counts and sample counts."""
+    """Accuracy against thinking tokens at several caps, extension counts, sample counts and
+    adaptive thresholds, with a plot."""
+    from s1_integrations.core.adaptive import DEFAULT_THRESHOLD, AdaptivePolicy
     from s1_integrations.scaling import DatasetError
 
+    if thresholds is not None and not adaptive:
+        console.print("[red]error:[/red] --thresholds: set for the adaptive policy; add --adaptive")
+        raise typer.Exit(code=2)
+    try:
+        levels = (
+            ([float(t) for t in thresholds.split(",") if t.strip()] if thresholds else None)
+            or [DEFAULT_THRESHOLD]
+            if adaptive
+            else []
+        )
+    except ValueError:
+        console.print(f"[red]error:[/red] --thresholds: {thresholds!r} is not a list of numbers")
+        raise typer.Exit(code=2) from None
+    for level in levels:  # before the engine starts
+        if not 0.0 <= level <= 1.0:
+            console.print(f"[red]error:[/red] --thresholds: {level:g} is not between 0 and 1")
+            raise typer.Exit(code=2)
+        AdaptivePolicy(threshold=level)
     try:
         with _generator(model, engine_arg) as generator:
             report = _sweep(
-                generator, dataset, caps, extensions, out, scorer, limit, samples, temperature, seed
+                generator,
+                dataset,
+                caps,
+                extensions,
+                out,
+                scorer,
+                limit,
+                samples,
+                temperature,
+                seed,
+                levels,
             )
     except (DatasetError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from s1_integrations.core.adaptive import AdaptivePolicy
+
 
 class BudgetError(ValueError):
     """A budget that cannot be applied to this prompt on this model.
@@ -24,7 +26,9 @@ class ThinkingBudget(BaseModel):
     ``extensions`` replace the model's attempts to stop thinking with an extension phrase
     ("Wait"), which is what made s1 scale with test-time compute. ``soft_landing_tokens``
     lets the cap end the thinking at a line or sentence end shortly before it instead of
-    mid-sentence; the count never exceeds ``max_thinking_tokens`` either way.
+    mid-sentence; the count never exceeds ``max_thinking_tokens`` either way. ``adaptive``
+    replaces the fixed ``extensions`` with a policy that extends only where the model was
+    unsure of its own thinking (docs/adaptive.md).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -53,6 +57,14 @@ class ThinkingBudget(BaseModel):
         description=(
             "Within this many tokens before the cap, end the thinking at the first natural "
             "break (a newline or a sentence end) instead of cutting it mid-line; 0 is off."
+        ),
+    )
+
+    adaptive: AdaptivePolicy | None = Field(
+        default=None,
+        description=(
+            "Extend at an attempt to stop only where the model was unsure (a signal below a "
+            "threshold), up to its max_extensions; None: the fixed extensions."
         ),
     )
 
@@ -88,6 +100,11 @@ class ThinkingBudget(BaseModel):
                 f"min_thinking_tokens ({self.min_thinking_tokens}) exceeds "
                 f"max_thinking_tokens ({self.max_thinking_tokens})"
             )
+        if self.adaptive is not None and self.extensions:
+            raise ValueError(
+                f"extensions ({self.extensions}) and adaptive exclude each other: the policy "
+                "decides how many extensions to insert, up to adaptive.max_extensions"
+            )
         if self.soft_landing_tokens:
             # A landing is a way of meeting the cap: without one it would never happen, and a
             # window wider than the cap would say something the budget cannot do.
@@ -105,7 +122,8 @@ class ThinkingBudget(BaseModel):
 
     @property
     def needs_extensions(self) -> bool:
-        return self.min_thinking_tokens > 0 or self.extensions > 0
+        adaptive = self.adaptive is not None and self.adaptive.max_extensions > 0
+        return self.min_thinking_tokens > 0 or self.extensions > 0 or adaptive
 
 
 BudgetLike = ThinkingBudget | dict | None

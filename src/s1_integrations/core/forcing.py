@@ -16,6 +16,8 @@ from functools import cached_property, lru_cache
 from itertools import islice
 from typing import Any
 
+from s1_integrations.core.adaptive import SIGNALS, SignalTracker, confident
+
 #: Key of the per-request settings in ``SamplingParams.extra_args`` (``vllm_xargs`` over HTTP).
 EXTRA_ARGS_KEY = "s1_budget"
 
@@ -51,6 +53,10 @@ class ForcingPlan:
     tokens since the last forced token end in the rest of it, exactly as vLLM's ``bad_words``
     treat a request's output, so the rounds strategy gets the same tokens from vLLM itself.
 
+    ``adaptive_signal`` (with ``adaptive_threshold`` and ``adaptive_max``) is the adaptive
+    policy (:mod:`s1_integrations.core.adaptive`): past the minimum, an attempt to stop is
+    extended only while the signal says the model is unsure, instead of ``extensions`` times.
+
     ``landing`` is the soft-landing window: once the thinking is within ``landing`` tokens of
     the point where the cap forces its sequence, the first ``breaks`` token the model writes
     ends the thinking there. ``weak_breaks`` (bare sentence punctuation) break only when the
@@ -71,6 +77,9 @@ class ForcingPlan:
     breaks: tuple[int, ...] = ()
     weak_breaks: tuple[int, ...] = ()
     digits: tuple[int, ...] = ()
+    adaptive_signal: str | None = None
+    adaptive_threshold: float = 0.0
+    adaptive_max: int = 0
 
     def __post_init__(self) -> None:
         if not self.end:
@@ -101,10 +110,29 @@ class ForcingPlan:
                 raise ValueError("landing exceeds max_thinking")
             if not self.breaks and not self.weak_breaks:
                 raise ValueError("landing needs break tokens (breaks or weak_breaks)")
+        if self.adaptive_signal is not None:
+            if self.adaptive_signal not in SIGNALS:
+                raise ValueError(
+                    f"adaptive_signal: unknown signal {self.adaptive_signal!r}; "
+                    f"use one of {list(SIGNALS)}"
+                )
+            if not 0.0 <= self.adaptive_threshold <= 1.0:  # also refuses NaN
+                raise ValueError("adaptive_threshold must be between 0 and 1")
+            if self.adaptive_max < 0:
+                raise ValueError("adaptive_max must be >= 0")
+            if self.extensions:
+                raise ValueError("extensions and an adaptive policy exclude each other")
+            if self.adaptive_max and not self.phrases:
+                raise ValueError("adaptive_max needs at least one extension phrase")
 
     @property
     def needs_extensions(self) -> bool:
-        return self.min_thinking > 0 or self.extensions > 0
+        return self.min_thinking > 0 or self.extensions > 0 or self.adaptive_max > 0
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the policy may extend (it then needs each step's top-1 probability)."""
+        return self.adaptive_signal is not None and self.adaptive_max > 0
 
     @property
     def end_attempt_ids(self) -> tuple[int, ...]:
@@ -176,6 +204,10 @@ class ForcingPlan:
             args["breaks"] = list(self.breaks)
             args["weak_breaks"] = list(self.weak_breaks)
             args["digits"] = list(self.digits)
+        if self.adaptive_signal is not None:
+            args["adaptive_signal"] = self.adaptive_signal
+            args["adaptive_threshold"] = self.adaptive_threshold
+            args["adaptive_max"] = self.adaptive_max
         return args
 
     def to_json(self) -> str:
@@ -222,6 +254,16 @@ class ForcingPlan:
                 raise ValueError(f"{EXTRA_ARGS_KEY}.{name} must be an integer >= 0")
             return value
 
+        def signal(value: Any) -> str | None:
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{EXTRA_ARGS_KEY}.adaptive_signal must be a signal name")
+            return value
+
+        def threshold(value: Any) -> float:
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"{EXTRA_ARGS_KEY}.adaptive_threshold must be a number")
+            return float(value)
+
         try:
             return cls(
                 end=ids("end", args.get("end")),
@@ -238,6 +280,9 @@ class ForcingPlan:
                 breaks=ids("breaks", args.get("breaks", [])),
                 weak_breaks=ids("weak_breaks", args.get("weak_breaks", [])),
                 digits=ids("digits", args.get("digits", [])),
+                adaptive_signal=signal(args.get("adaptive_signal")),
+                adaptive_threshold=threshold(args.get("adaptive_threshold", 0.0)),
+                adaptive_max=count("adaptive_max", args.get("adaptive_max", 0)) or 0,
             )
         except ValueError as e:
             if str(e).startswith(EXTRA_ARGS_KEY):
@@ -288,19 +333,40 @@ class ForcingState:
     # far back as a multi-token ban needs: vLLM's bad_words see a round's output the same way.
     _recent: deque[int] = field(default_factory=deque)
     previous_token: int | None = None  # the last token observed, forced or not
+    #: Per extension, the policy's signal that triggered it (``None``: not the policy's).
+    extension_signals: list[float | None] = field(default_factory=list)
+    end_signal: float | None = None  # the signal when the policy let the thinking end
+    _signals: SignalTracker | None = None
+    _next_top1: float | None = None
 
     def __post_init__(self) -> None:
         self._recent = deque(maxlen=self.plan._ban_memory or 1)
+        if self.plan.adaptive:
+            self._signals = SignalTracker(self.plan.adaptive_signal or "")
 
     @property
     def forcing(self) -> bool:
         return bool(self._queue)
 
-    def extension_due(self) -> tuple[int, ...] | None:
-        """The phrase to insert if the model tried to stop now, or ``None`` to let it stop."""
+    def extension_due(self, extend: bool | None = None) -> tuple[int, ...] | None:
+        """The phrase to insert if the model tried to stop now, or ``None`` to let it stop.
+
+        Under an adaptive policy, past the minimum, the signal decides; ``extend`` overrides
+        it with a decision already taken (the replay reads it off the forced tokens, rather
+        than trust a signal recomputed from log-probabilities to land on the same side).
+        """
         plan = self.plan
-        if self.inserted >= plan.extensions and self.thinking_tokens >= plan.min_thinking:
-            return None
+        if self.thinking_tokens >= plan.min_thinking:
+            if plan.adaptive:
+                if self.inserted >= plan.adaptive_max:
+                    return None
+                if extend is None:
+                    assert self._signals is not None  # made with the state for such plans
+                    extend = not confident(self._signals.value, plan.adaptive_threshold)
+                if not extend:
+                    return None
+            elif self.inserted >= plan.extensions:
+                return None
         phrase = plan.phrases[self.inserted % len(plan.phrases)]
         if (
             plan.max_thinking is not None
@@ -308,6 +374,29 @@ class ForcingState:
         ):
             return None  # the phrase no longer fits under the cap: the model may stop
         return phrase
+
+    @property
+    def signal_value(self) -> float | None:
+        """The adaptive policy's signal over the model's tokens since the last extension."""
+        return None if self._signals is None else self._signals.value
+
+    def note_top1(self, probability: float) -> None:
+        """The top-1 probability of the step whose token :meth:`observe` sees next.
+
+        Folded into the signal only if that token turns out to be the model's own thinking
+        (not a forced one, nor the end); ignored without an adaptive policy.
+        """
+        self._next_top1 = probability
+
+    def _policy_decides(self) -> bool:
+        """Whether an attempt now is the policy's to judge (it could still extend)."""
+        plan = self.plan
+        return (
+            plan.adaptive
+            and self.thinking_tokens >= plan.min_thinking
+            and self.inserted < plan.adaptive_max
+            and self.extension_due(extend=True) is not None
+        )
 
     def pending(self) -> int | None:
         """The token that must be produced next, starting the cap's forcing when it is due."""
@@ -361,16 +450,27 @@ class ForcingState:
         phrase = self.extension_due()
         return phrase[0] if phrase is not None else self.plan.end[0]
 
-    def end_attempt(self) -> int:
-        """The model tried to end its thinking: extend it, or close the block properly."""
+    def end_attempt(self, extend: bool | None = None) -> int:
+        """The model tried to end its thinking: extend it, or close the block properly.
+
+        ``extend`` is a policy decision already taken (see :meth:`extension_due`).
+        """
         assert self.phase is Phase.THINKING and not self._queue
-        phrase = self.extension_due()
+        policy = self._policy_decides()
+        phrase = self.extension_due(extend)
         if phrase is not None:
             self.extension_positions.append(self.position)
+            self.extension_signals.append(self.signal_value if policy else None)
             self.inserted += 1
+            if self._signals is not None:
+                self._signals.reset()  # the signal covers the tokens since this extension
             self._enqueue(phrase, _Kind.THINKING)
         else:
-            self.ended_by = "model"
+            if policy:
+                self.ended_by = "policy"
+                self.end_signal = self.signal_value
+            else:
+                self.ended_by = "model"
             self._enqueue(self.plan.end, _Kind.END)
         return self._queue[0][0]
 
@@ -406,6 +506,7 @@ class ForcingState:
                 self._recent.append(token)
         self.previous_token = token
         self.position += 1
+        self._next_top1 = None
 
     def _check_allowed(self, token: int) -> None:
         if token in self.banned_next():
@@ -435,6 +536,8 @@ class ForcingState:
             self.phase = Phase.FINISHED
         else:
             self._recent.append(token)
+            if self._signals is not None and self._next_top1 is not None:
+                self._signals.add(self._next_top1)
             landing_from = plan.landing_from
             if (
                 landing_from is not None
@@ -471,24 +574,34 @@ class Replayer:
         self.state = ForcingState(plan)
         self.ids: list[int] = []
         self.forced: list[bool] = []
+        self.top1: list[float | None] = []  # per token, its step's top-1 probability
         self._lookahead = max(len(plan.end), *(len(p) for p in plan.phrases), 1)
 
-    def feed(self, ids: list[int], forced: list[bool], final: bool = False) -> None:
+    def feed(
+        self,
+        ids: list[int],
+        forced: list[bool],
+        final: bool = False,
+        top1: list[float | None] | None = None,
+    ) -> None:
+        """More output; ``top1`` (per token, for an adaptive plan) lets the result report
+        the policy's signal values, which the decisions themselves are never read from."""
         self.ids.extend(ids)
         self.forced.extend(forced)
+        self.top1.extend(top1 if top1 is not None else [None] * len(ids))
         state = self.state
         limit = len(self.ids) if final else len(self.ids) - self._lookahead + 1
         while state.position < limit and state.phase is not Phase.FINISHED:
             i = state.position
+            p = self.top1[i]
+            if p is not None:
+                state.note_top1(p)
             if self._whole_end_follows(i):
                 state.end_attempt()  # its tokens are the delimiter's, not thinking
-            elif (
-                state.pending() is None
-                and self.forced[i]
-                and state.phase is Phase.THINKING
-                and self._forced_run_follows(i)
-            ):
-                state.end_attempt()
+            elif state.pending() is None and self.forced[i] and state.phase is Phase.THINKING:
+                extend = self._forced_decision(i)
+                if extend is not None:
+                    state.end_attempt(extend)
             state.observe(self.ids[i])
 
     def _whole_end_follows(self, i: int) -> bool:
@@ -512,9 +625,22 @@ class Replayer:
             and (state.landed or state.thinking_tokens >= cap - len(plan.conclusion))
         )
 
-    def _forced_run_follows(self, i: int) -> bool:
-        phrase = self.state.extension_due()
-        sequence = phrase if phrase is not None else self.state.plan.end
+    def _forced_decision(self, i: int) -> bool | None:
+        """What a forced run at ``i`` says about an attempt to stop there.
+
+        ``True``: the due (or, under an adaptive policy, the possible) phrase follows, so the
+        attempt was extended; ``False``: the end delimiter follows where the model may stop;
+        ``None``: no attempt was replaced here.
+        """
+        state = self.state
+        phrase = state.extension_due(extend=True)
+        if phrase is not None and self._forced_run_is(i, phrase):
+            return True
+        if state.extension_due(extend=False) is None and self._forced_run_is(i, state.plan.end):
+            return False
+        return None
+
+    def _forced_run_is(self, i: int, sequence: tuple[int, ...]) -> bool:
         n = len(sequence)
         return tuple(self.ids[i : i + n]) == sequence and all(self.forced[i : i + n])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, cast
@@ -94,6 +95,33 @@ def _sample_options(options: SamplingOptions, sample: int) -> SamplingOptions:
     if options.seed is None or sample == 0:
         return options
     return options.model_copy(update={"seed": options.seed + sample * _SAMPLE_SEED_STRIDE})
+
+
+def _signal_logprobs(options: SamplingOptions) -> int:
+    """How many top log-probabilities the adaptive signal needs per token.
+
+    Under greedy decoding the sampled token is the top-1 wherever the model chose (forced
+    tokens are no evidence), so its own log-probability is enough, and vLLM skips a top-k
+    over the batch at every step; a sampled token need not be the top-1.
+    """
+    return 0 if options.temperature == 0 else 1
+
+
+def _top1_values(output: Any) -> list[float | None] | None:
+    """Per token, the top-1 probability of its step (``logprobs=1``): the adaptive signal.
+
+    vLLM lists the sampled token first and then the top ones, so the top-1 is the largest
+    listed; where only the sampled token came back (a server), that is what is read.
+    """
+    logprobs = output.logprobs
+    if logprobs is None:
+        return None
+    starts = getattr(logprobs, "start_indices", None)
+    n = len(output.token_ids)
+    if starts is not None:
+        ends, values = logprobs.end_indices, logprobs.logprobs
+        return [math.exp(max(values[starts[i] : ends[i]])) for i in range(n)]
+    return [math.exp(max(float(v.logprob) for v in logprobs[i].values())) for i in range(n)]
 
 
 class BudgetForcedGenerator:
@@ -283,11 +311,12 @@ class BudgetForcedGenerator:
         structured = options.answer_schema is not None
         needs_flags = item.plan.needs_extensions
         wants_logprobs = needs_flags or item.answer_logprobs
+        adaptive = item.plan.adaptive  # the top-1 of each step, for the signal values reported
         final_only = not streaming and not options.stop and not structured
         params = self._sampling_params(
             options,
             max_tokens=item.max_tokens,
-            logprobs=0 if wants_logprobs else None,
+            logprobs=_signal_logprobs(options) if adaptive else 0 if wants_logprobs else None,
             flat_logprobs=wants_logprobs,
             output_kind=RequestOutputKind.FINAL_ONLY if final_only else RequestOutputKind.DELTA,
             extra_args={EXTRA_ARGS_KEY: item.plan.to_extra_args()},
@@ -304,7 +333,8 @@ class BudgetForcedGenerator:
                 output_ids.extend(ids)
                 logprobs = _sampled_logprobs(completion) if wants_logprobs else None
                 forced = _forced_flags(logprobs if needs_flags else None, len(ids))
-                for event in tracker.feed(ids, forced, logprobs=logprobs):
+                top1 = _top1_values(completion) if adaptive else None
+                for event in tracker.feed(ids, forced, top1=top1, logprobs=logprobs):
                     yield event
                 if tracker.stopped_by_string:
                     break  # closing the stream aborts the request in the engine
@@ -351,13 +381,20 @@ class BudgetForcedGenerator:
         round_no = 0
 
         def append(
-            k: int, ids: list[int], forced: bool, logprobs: list[float] | None = None
+            k: int,
+            ids: list[int],
+            forced: bool,
+            top1: list[float | None] | None = None,
+            logprobs: list[float] | None = None,
         ) -> list[StreamEvent]:
             if not forced:
-                for token in ids:
-                    drivers[k].observe(token)
+                state = drivers[k]
+                for j, token in enumerate(ids):
+                    if top1 is not None and top1[j] is not None:
+                        state.note_top1(top1[j])  # type: ignore[arg-type]
+                    state.observe(token)
             outputs[k].extend(ids)
-            return trackers[k].feed(ids, [forced] * len(ids), logprobs=logprobs)
+            return trackers[k].feed(ids, [forced] * len(ids), top1=top1, logprobs=logprobs)
 
         while True:
             jobs: list[tuple[int, Any]] = []
@@ -400,6 +437,9 @@ class BudgetForcedGenerator:
                         detokenize=True,
                         skip_special_tokens=False,  # the delimiter may hold special tokens
                     )
+                if plan.adaptive:
+                    # The policy's signal: each step's top-1 (processed) log-probability.
+                    extra.update(logprobs=_signal_logprobs(options), flat_logprobs=True)
                 base = _sample_options(options, item.sample).seed
                 seed = None if base is None else base + round_no
                 params = self._sampling_params(
@@ -417,6 +457,7 @@ class BudgetForcedGenerator:
                 state = drivers[k]
                 natural = _strip_end_attempt(ids, completion, items[k].plan)
                 attempt = natural is not ids
+                top1 = _top1_values(completion) if items[k].plan.adaptive else None
                 landed = _landing_cut(state, natural)
                 if landed < len(natural):
                     # The landing ended the thinking at a break inside this round: what the
@@ -428,7 +469,7 @@ class BudgetForcedGenerator:
                     # its stop strings see it whole. Its tokens are generated again next round.
                     open_tail = _open_delimiter(natural, items[k].plan)
                     natural = natural[: len(natural) - open_tail]
-                for event in append(k, natural, False):
+                for event in append(k, natural, False, top1[: len(natural)] if top1 else None):
                     yield k, event
                 if attempt and state.phase is Phase.THINKING:
                     state.end_attempt()
@@ -445,7 +486,7 @@ class BudgetForcedGenerator:
             )
         )
         for k, (ids, logprobs) in zip(answering, answers, strict=True):
-            for event in append(k, ids, False, logprobs):
+            for event in append(k, ids, False, logprobs=logprobs):
                 yield k, event
         for k, tracker in enumerate(trackers):
             for event in tracker.feed([], [], final=True):
@@ -483,10 +524,46 @@ class BudgetForcedGenerator:
 
     # -- public API -----------------------------------------------------------------------
 
+    def _check_adaptive(self, items: list[Prepared], options: SamplingOptions) -> None:
+        """Refuse what would make one pass and rounds read different adaptive signals.
+
+        The signal is the top-1 probability of the distribution sampled from; vLLM reports
+        it after top-k/top-p truncation (which renormalises), and only as processed
+        log-probabilities does it include the masks the budget applies.
+        """
+        adaptive = [it for it in items if it.plan.adaptive]
+        if not adaptive:
+            return
+        if options.top_p < 1.0 or options.top_k is not None:
+            raise BudgetError(
+                "adaptive",
+                "needs top_p=1 and no top_k: the signal is read off the whole distribution, "
+                "which truncation renormalises",
+            )
+        if any(it.strategy == "rounds" for it in adaptive) and (
+            self.engine.logprobs_mode != "processed_logprobs"
+        ):
+            raise BudgetError(
+                "adaptive",
+                "the rounds strategy reads the signal from processed log-probabilities, and "
+                f"this engine's logprobs mode is {self.engine.logprobs_mode!r}",
+            )
+        if (
+            isinstance(self.engine, RemoteEngine)
+            and options.temperature > 0
+            and any(it.strategy == "rounds" for it in adaptive)
+        ):
+            raise BudgetError(
+                "adaptive",
+                "servers return only the sampled token's log-probability, which is the top-1 "
+                "only under greedy decoding: adaptive rounds on servers need temperature=0",
+            )
+
     async def _events(
         self, items: list[Prepared], options: SamplingOptions, streaming: bool = True
     ) -> AsyncGenerator[tuple[int, StreamEvent], None]:
         """Events of all items, tagged with their index, strategies running side by side."""
+        self._check_adaptive(items, options)  # before anything is submitted
         if len(items) == 1 and not streaming:
             # One request whose caller wants only the result (every adapter call): no runner
             # task and no queue, which cost such a call more than its tokens do. Streams keep

@@ -77,7 +77,7 @@ class PlanBuilder:
                 "conclusion",
                 f"{len(conclusion)} tokens do not fit under max_thinking_tokens={cap}",
             )
-        landing: dict[str, Any] = {}
+        optional: dict[str, Any] = {}  # the soft landing's and the policy's fields
         if budget.soft_landing_tokens:
             found = self.break_tokens()
             if not found.breaks and not found.weak:
@@ -85,12 +85,19 @@ class PlanBuilder:
                     "soft_landing_tokens",
                     "this tokenizer has no token ending in a newline or a sentence end",
                 )
-            landing = {
+            optional = {
                 "landing": budget.soft_landing_tokens,
                 "breaks": found.breaks,
                 "weak_breaks": found.weak,
                 "digits": found.digits,
             }
+        policy = budget.adaptive
+        if policy is not None:
+            optional.update(
+                adaptive_signal=policy.signal,
+                adaptive_threshold=policy.threshold,
+                adaptive_max=policy.max_extensions,
+            )
         phrases = tuple(self.encode(p) for p in budget.extension_phrases)
         if any(not p for p in phrases):
             raise BudgetError("extension_phrases", "a phrase encodes to no tokens")
@@ -105,5 +112,5 @@ class PlanBuilder:
             max_answer=budget.max_answer_tokens,
             ban_thinking=self.ban_thinking,
             ban_answer=self.ban_answer,
-            **landing,
+            **optional,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from s1_integrations.core.budget import ThinkingBudget
 from s1_integrations.core.votes import VoteMethod
@@ -23,7 +23,9 @@ class BudgetForcedResult(BaseModel):
     thinking_tokens: int
     answer_tokens: int
     extensions: int
-    thinking_ended_by: Literal["model", "budget"] | None
+    #: ``"model"``: the model closed it (or tried to, and nothing extended it); ``"budget"``:
+    #: the cap; ``"policy"``: the adaptive policy judged the model confident at its attempt.
+    thinking_ended_by: Literal["model", "budget", "policy"] | None
     finish_reason: Literal["stop", "length"]
     budget: ThinkingBudget
     strategy: Strategy
@@ -35,6 +37,12 @@ class BudgetForcedResult(BaseModel):
     extension_positions: list[int]
     #: Mean processed log-probability of the answer tokens; asked for by ``vote="confidence"``.
     answer_logprob: float | None = None
+    #: Per extension, the adaptive policy's signal value that triggered it (``None`` where
+    #: the minimum or fixed extensions inserted it, not the policy).
+    extension_signals: list[float | None] = Field(default_factory=list)
+    #: The signal value at which the policy let the thinking end (``thinking_ended_by ==
+    #: "policy"``), else ``None``.
+    thinking_end_signal: float | None = None
 
     @property
     def completion_tokens(self) -> int:
@@ -90,6 +98,7 @@ class ExtensionInserted(BaseModel):
     phrase: str
     index: int  # 0 for the first extension of this generation
     thinking_tokens: int  # thinking tokens before the phrase
+    signal: float | None = None  # the adaptive policy's signal that triggered it, if it did
 
 
 class FinalResult(BaseModel):

@@ -153,9 +153,10 @@ class OutputTracker:
         ids: list[int],
         forced: list[bool],
         final: bool = False,
+        top1: list[float | None] | None = None,
         logprobs: list[float] | None = None,
     ) -> list[StreamEvent]:
-        self.replayer.feed(ids, forced, final)
+        self.replayer.feed(ids, forced, final, top1)
         if self.item.answer_logprobs:
             self._logprobs.extend(logprobs if logprobs is not None else [None] * len(ids))
         state = self.state
@@ -169,6 +170,7 @@ class OutputTracker:
                     phrase=phrase,
                     index=self._extensions_emitted,
                     thinking_tokens=len(self.thinking.ids),
+                    signal=state.extension_signals[self._extensions_emitted],
                 )
             )
             self._extensions_emitted += 1
@@ -286,6 +288,8 @@ class OutputTracker:
             answer_token_ids=answer_ids,
             extension_positions=list(state.extension_positions),
             answer_logprob=self._answer_logprob(),
+            extension_signals=list(state.extension_signals),
+            thinking_end_signal=state.end_signal,
         )
 
 

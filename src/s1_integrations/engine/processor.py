@@ -27,6 +27,7 @@ the tokens.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from vllm.v1.sample.logits_processor import (
     MoveDirectionality,
 )
 
+from s1_integrations.core.adaptive import top1_logprobs
 from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan, ForcingState, Phase
 from s1_integrations.engine.xargs import load_effort_table, resolve_plain_words
 
@@ -52,7 +54,8 @@ _GREEDY_EPS = 1e-5
 
 
 class _Decisions:
-    """Which rows of one step tried to stop, decided on the device and read back later.
+    """Per row of one step, a value computed on the device and read back later: whether the
+    row tried to stop, or (adaptive policies) the top-1 log-probability of its distribution.
 
     The copy to host memory is queued behind the step's kernels; it is read when the row's
     next token shows up, by which time vLLM has itself waited for that step's sampled tokens.
@@ -60,15 +63,18 @@ class _Decisions:
     """
 
     def __init__(self, attempts: torch.Tensor, pin_memory: bool) -> None:
-        self._host = torch.empty(attempts.shape, dtype=torch.bool, pin_memory=pin_memory)
-        self._host.copy_(attempts, non_blocking=pin_memory)
         self._event: torch.cuda.Event | None = None
+        self._values: list | None = None
+        if attempts.device.type == "cpu":  # already on the host, and never written again
+            self._host = attempts
+            return
+        self._host = torch.empty(attempts.shape, dtype=attempts.dtype, pin_memory=pin_memory)
+        self._host.copy_(attempts, non_blocking=pin_memory)
         if attempts.is_cuda:
             self._event = torch.cuda.Event()
             self._event.record()
-        self._values: list[bool] | None = None
 
-    def __getitem__(self, j: int) -> bool:
+    def __getitem__(self, j: int) -> bool | float:
         if self._values is None:
             if self._event is not None:
                 self._event.synchronize()
@@ -84,6 +90,7 @@ class _Request:
     temperature: float
     rng: random.Random
     decided: tuple[_Decisions, int] | None = None  # an attempt decided but not yet read
+    top1: tuple[_Decisions, int] | None = None  # the step's top-1 log-probability, unread
 
     @property
     def greedy(self) -> bool:
@@ -174,6 +181,10 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             token = output_ids[request.consumed]
             if token < 0:  # a placeholder vLLM has not filled in (asynchronous scheduling)
                 return False
+            if request.top1 is not None:  # the signal of the step that sampled this token
+                values, j = request.top1
+                request.top1 = None
+                request.state.note_top1(math.exp(values[j]))
             if request.decided is not None:  # this token is the one decided on the device
                 decisions, j = request.decided
                 request.decided = None
@@ -217,6 +228,10 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             rows = self._to_device(ban_rows, logits.device)
             tokens = self._to_device(ban_tokens, logits.device)
             logits[rows, tokens] = float("-inf")
+        if deciding:
+            # The adaptive policy's signal, before any decision touches a row: the rounds
+            # strategy reads it off the same distribution (bans applied, stops not masked).
+            self._measure(logits, deciding)
         if deciding and self.decide_on_device:
             greedy = [(i, r) for i, r in deciding if r.greedy]
             if greedy:
@@ -267,6 +282,36 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             decisions = _Decisions(attempts, self._pin_memory)
             for j, (_, request) in enumerate(group):
                 request.decided = (decisions, j)
+
+    def _measure(self, logits: torch.Tensor, deciding: list[tuple[int, _Request]]) -> None:
+        """Top-1 log-probabilities of the rows whose adaptive policy may still extend.
+
+        One vectorised pass (a max and a logsumexp) over those rows only, the whole batch
+        without a gather when every row needs it; read back with the row's next token, as
+        device decisions are, so a GPU never waits for it inside the step.
+        """
+        rows = [
+            (i, r)
+            for i, r in deciding
+            if r.state.plan.adaptive and r.state.inserted < r.state.plan.adaptive_max
+        ]
+        if not rows:
+            return
+        rows.sort(key=lambda item: item[0])
+        if len(rows) == logits.shape[0]:  # every row, in order: no gather
+            sub = logits
+        else:
+            sub = logits.index_select(0, self._to_device([i for i, _ in rows], logits.device))
+        temps = None
+        if any(not r.greedy for _, r in rows):
+            temps = torch.tensor(
+                [1.0 if r.greedy else r.temperature for _, r in rows],
+                device=logits.device,
+                dtype=sub.dtype,
+            )
+        values = _Decisions(top1_logprobs(sub, temps), self._pin_memory)
+        for j, (_, request) in enumerate(rows):
+            request.top1 = (values, j)
 
     def _unseen_token(self, index: int) -> None:
         """A token vLLM never filled in: acting on a stale state would force the wrong token.

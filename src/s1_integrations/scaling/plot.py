@@ -8,8 +8,9 @@ from typing import Any
 
 
 def plot_scaling(summaries: Sequence[Any], path: Path) -> None:
-    """Curves for capping the thinking, extending it with "Wait" (sequential scaling) and
-    voting over n samples (parallel scaling), all against thinking tokens per question."""
+    """Curves for capping the thinking and extending it with "Wait" (sequential scaling),
+    for the adaptive policy (one point per threshold) and for voting over n samples (parallel
+    scaling, thinking summed over the samples), where the sweep ran them."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -21,6 +22,7 @@ def plot_scaling(summaries: Sequence[Any], path: Path) -> None:
     styles = {
         "cap": ("tab:blue", "o", "cap the thinking"),
         "extend": ("tab:orange", "s", "extend with Wait"),
+        "adaptive": ("tab:red", "D", "adaptive: Wait where unsure"),
         "samples": ("tab:green", "^", "majority of n samples"),
     }
     for kind, (color, marker, name) in styles.items():

@@ -17,13 +17,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from s1_integrations.core.adaptive import AdaptivePolicy
 from s1_integrations.core.budget import ThinkingBudget
 from s1_integrations.core.results import BudgetForcedResult, VotedResult
 from s1_integrations.core.samples import check_samples
 from s1_integrations.scaling.data import QAPair
 from s1_integrations.scaling.scoring import Scorer, exact_match
 
-Kind = Literal["cap", "extend", "samples"]
+Kind = Literal["cap", "extend", "samples", "adaptive"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,11 @@ class SweepSetting:
     """
 
     kind: Kind
-    value: int | None  # the cap (None: no cap), the number of extensions, or of samples
+    #: The cap (None: no cap), the number of extensions or of samples, or the adaptive
+    #: policy's threshold.
+    value: int | float | None
+    #: The adaptive policy (its threshold is ``value``); ``None``: the default policy.
+    policy: AdaptivePolicy | None = None
 
     @property
     def label(self) -> str:
@@ -44,23 +49,29 @@ class SweepSetting:
             return "no cap" if self.value is None else f"cap {self.value}"
         if self.kind == "samples":
             return f"majority@{self.value}"
+        if self.kind == "adaptive":
+            return f"adaptive {self.value:g}"
         return f"{self.value} extension{'s' if self.value != 1 else ''}"
 
     def budget(self, max_answer_tokens: int) -> ThinkingBudget:
         if self.kind == "cap":
-            return ThinkingBudget(
-                max_thinking_tokens=self.value, max_answer_tokens=max_answer_tokens
+            cap = None if self.value is None else int(self.value)
+            return ThinkingBudget(max_thinking_tokens=cap, max_answer_tokens=max_answer_tokens)
+        if self.kind == "adaptive":
+            policy = (self.policy or AdaptivePolicy()).model_copy(
+                update={"threshold": float(self.value or 0.0)}
             )
+            return ThinkingBudget(adaptive=policy, max_answer_tokens=max_answer_tokens)
         if self.kind == "samples":  # the natural budget: only the number of samples varies
             return ThinkingBudget(max_answer_tokens=max_answer_tokens)
-        return ThinkingBudget(extensions=self.value or 0, max_answer_tokens=max_answer_tokens)
+        return ThinkingBudget(extensions=int(self.value or 0), max_answer_tokens=max_answer_tokens)
 
 
 @dataclass
 class SettingSummary:
     setting: str
     kind: str
-    value: int | None
+    value: int | float | None
     questions: int
     accuracy: float
     mean_thinking_tokens: float
@@ -90,12 +101,19 @@ class SweepReport:
 
 
 def settings_for(
-    caps: Sequence[int | None], extensions: Sequence[int], samples: Sequence[int] = ()
+    caps: Sequence[int | None],
+    extensions: Sequence[int],
+    samples: Sequence[int] = (),
+    thresholds: Sequence[float] = (),
 ) -> list[SweepSetting]:
+    """Caps, extension counts, sample counts, then adaptive policies (one per threshold)."""
+    for t in thresholds:
+        AdaptivePolicy(threshold=t)  # refuse a bad threshold before any setting runs
     return [
         *(SweepSetting("cap", c) for c in caps),
         *(SweepSetting("extend", n) for n in extensions),
         *(SweepSetting("samples", n) for n in samples),
+        *(SweepSetting("adaptive", t) for t in thresholds),
     ]
 
 
@@ -104,6 +122,11 @@ def _spent(result: BudgetForcedResult) -> tuple[int, int]:
     if isinstance(result, VotedResult):
         return result.total_thinking_tokens, sum(s.extensions for s in result.samples)
     return result.thinking_tokens, result.extensions
+
+
+def _first_signal(result: Any) -> float | None:
+    signals = [v for v in result.extension_signals if v is not None]
+    return signals[0] if signals else result.thinking_end_signal
 
 
 def _p90(values: list[int]) -> float:
@@ -147,7 +170,7 @@ def run_sweep(
         budget = setting.budget(max_answer_tokens)
         if setting.kind == "samples":
             results = generator.generate(
-                questions, budget, n=setting.value, temperature=temperature, seed=seed
+                questions, budget, n=int(setting.value or 1), temperature=temperature, seed=seed
             )
         else:
             results = generator.generate(questions, budget)
@@ -171,6 +194,9 @@ def run_sweep(
                     "thinking_tokens": thinking_tokens,
                     "extensions": extensions,
                     "thinking_ended_by": r.thinking_ended_by,
+                    # What the adaptive policy compared with its threshold at the first
+                    # attempt (calibration reads it); empty for the other kinds.
+                    "policy_signal": _first_signal(r),
                 }
             )
         thinking = [t for t, _ in spent]

@@ -1,0 +1,125 @@
+"""The adaptive thinking policy: extend where the model is unsure, stop where it is sure.
+
+At each attempt of the model to end its thinking, the policy reads one signal off the
+distributions the model sampled its own thinking tokens from since the last extension (or the
+start), and decides: confident, the thinking ends; unsure, the end is suppressed and an
+extension phrase appended, up to ``max_extensions`` times.
+
+The signals are built from the top-1 probability of each step's distribution, because that is
+what every strategy can see exactly: the in-engine processor computes it from the logits, and
+the rounds strategy (and a client replaying a single-pass output) read it off the top-1
+log-probability vLLM returns. Entropy would need the whole distribution, which a client gets
+only at the cost of every token's log-probability (``logprobs=-1``), so it is not offered.
+
+This module holds the public setting (:class:`AdaptivePolicy`), the running aggregate a
+request keeps (:class:`SignalTracker`) and the batch computation from logits
+(:func:`top1_logprobs`), so the decision rule is one piece of code all strategies share.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    import torch
+
+#: Signal names and what they aggregate over the model's thinking tokens since the last
+#: extension: the lowest top-1 probability, or the mean one. Higher means more confident.
+SIGNALS: tuple[str, ...] = ("min_top1", "mean_top1")
+
+#: The default signal and threshold, measured on the toy reasoner v2 (docs/adaptive.md).
+DEFAULT_SIGNAL = "min_top1"
+DEFAULT_THRESHOLD = 0.45
+
+
+class AdaptivePolicy(BaseModel):
+    """Extend the thinking only where the model was unsure of what it wrote.
+
+    At each attempt to end the thinking (past ``min_thinking_tokens``), the ``signal`` over
+    the model's own thinking tokens since the last extension is compared with ``threshold``:
+    at or above it the model is confident and the thinking ends; below it, the end is
+    replaced by the next extension phrase, at most ``max_extensions`` times per generation.
+    The cap, the conclusion and the soft landing apply unchanged.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    signal: str = Field(
+        default=DEFAULT_SIGNAL,
+        description=(
+            "min_top1: the lowest top-1 probability of the steps since the last extension; "
+            "mean_top1: their mean."
+        ),
+    )
+    threshold: float = Field(
+        default=DEFAULT_THRESHOLD,
+        ge=0.0,
+        le=1.0,
+        description="Confident when the signal is at least this (a probability, 0 to 1).",
+    )
+    max_extensions: int = Field(
+        default=1, ge=0, description="Extensions the policy may insert in one generation."
+    )
+
+    @field_validator("signal")
+    @classmethod
+    def _known_signal(cls, value: str) -> str:
+        if value not in SIGNALS:
+            raise ValueError(f"unknown signal {value!r}; use one of {list(SIGNALS)}")
+        return value
+
+    @field_validator("threshold")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if math.isnan(value):
+            raise ValueError("threshold must be a number between 0 and 1")
+        return value
+
+
+@dataclass
+class SignalTracker:
+    """The running signal of one request: O(1) state, folded one model token at a time."""
+
+    signal: str
+    lowest: float = 1.0
+    total: float = 0.0
+    count: int = 0
+
+    def add(self, top1: float) -> None:
+        self.lowest = min(self.lowest, top1)
+        self.total += top1
+        self.count += 1
+
+    def reset(self) -> None:
+        self.lowest, self.total, self.count = 1.0, 0.0, 0
+
+    @property
+    def value(self) -> float:
+        """The signal now; 1.0 (confident) before the model wrote anything since the reset."""
+        if self.signal == "min_top1":
+            return self.lowest
+        return self.total / self.count if self.count else 1.0
+
+
+def confident(value: float, threshold: float) -> bool:
+    """The decision rule: a signal at or above the threshold lets the thinking end."""
+    return value >= threshold
+
+
+def top1_logprobs(logits: torch.Tensor, temperatures: torch.Tensor | None = None) -> torch.Tensor:
+    """Per row, the log-probability of the most likely token.
+
+    ``log_softmax`` then ``amax``: two kernels (``logsumexp`` is several on a CPU, where each
+    can wait for its threads on a loaded machine), and the very computation vLLM makes for
+    the processed log-probabilities the rounds strategy reads. ``temperatures`` (one per row,
+    1 for greedy) scale the logits first, so a sampled row's signal is read off the
+    distribution it samples from. Masked tokens (``-inf``) carry no probability.
+    """
+    import torch
+
+    scaled = logits if temperatures is None else logits / temperatures.unsqueeze(1)
+    return torch.log_softmax(scaled, dim=-1).amax(dim=-1)

@@ -1,0 +1,147 @@
+"""The adaptive policy end to end on the toy reasoner v2 (the real engine, greedy).
+
+The toy's natural thinking is a one-shot guess, right on easy held-out problems and wrong on
+hard ones, where its guess digits carry low top-1 probability; a "Wait" starts a column-by-
+column check that is right on both. Each test states what the policy must do on that model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from s1_integrations import ExtensionInserted, FinalResult, ThinkingBudget, heldout_path
+from s1_integrations.core.adaptive import DEFAULT_THRESHOLD
+from s1_integrations.core.results import BudgetForcedResult
+
+pytestmark = pytest.mark.engine
+
+
+def heldout(difficulty: str, n: int) -> list[dict]:
+    with open(heldout_path(), encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [r for r in rows if r["difficulty"] == difficulty][:n]
+
+
+EASY = [r["question"] for r in heldout("easy", 3)]
+HARD = [r["question"] for r in heldout("hard", 3)]
+
+
+def budget(**policy: object) -> ThinkingBudget:
+    return ThinkingBudget(adaptive=policy, max_answer_tokens=32)  # type: ignore[arg-type]
+
+
+def fixed(extensions: int) -> ThinkingBudget:
+    return ThinkingBudget(extensions=extensions, max_answer_tokens=32)
+
+
+def check_counts(r: BudgetForcedResult, generator) -> None:
+    """Counts are the token ids': thinking + end + answer is the whole output."""
+    end = list(generator.end_ids)
+    assert r.thinking_tokens == len(r.thinking_token_ids)
+    assert r.answer_tokens == len(r.answer_token_ids)
+    assert r.token_ids[: r.thinking_tokens] == r.thinking_token_ids
+    assert r.token_ids[r.thinking_tokens : r.thinking_tokens + len(end)] == end
+    assert r.extensions == len(r.extension_positions) == len(r.extension_signals)
+
+
+def test_per_request_policies_in_one_mixed_batch(generator) -> None:
+    """Six budgets, easy and hard, one engine batch: each row follows its own policy, and
+    matches what the fixed budget with the same number of extensions writes (token for
+    token), since the policy extends at exactly the attempts where those do."""
+    cases = [
+        (EASY[0], budget(), 0, "policy"),  # sure of its guess: natural thinking
+        (HARD[0], budget(), 1, "model"),  # unsure: one Wait (the max), then it may stop
+        (HARD[1], budget(threshold=0.0), 0, "policy"),  # nothing is unsure at 0
+        (EASY[1], budget(threshold=1.0, max_extensions=2), 2, "model"),  # everything is
+        (HARD[2], budget(max_extensions=0), 0, "model"),  # a policy with nothing to give
+        (EASY[2], fixed(1), 1, "model"),  # a fixed budget beside them
+    ]
+    results = generator.generate([q for q, *_ in cases], [b for _, b, *_ in cases])
+    references = [
+        generator.generate([q], [fixed(n)])[0] for (q, _, n, _) in cases
+    ]  # each alone, fixed extensions
+    for (q, b, n, ended_by), r, ref in zip(cases, results, references, strict=True):
+        check_counts(r, generator)
+        assert r.extensions == n, q
+        assert r.thinking_ended_by == ended_by, q
+        assert r.token_ids == ref.token_ids, q
+        assert r.thinking_tokens == ref.thinking_tokens
+        assert r.budget == b
+    hard, lenient = results[1], results[2]
+    assert hard.extension_signals[0] is not None and hard.extension_signals[0] < DEFAULT_THRESHOLD
+    assert results[0].thinking_end_signal is not None
+    assert results[0].thinking_end_signal >= DEFAULT_THRESHOLD
+    assert lenient.thinking_end_signal is not None and lenient.thinking_end_signal < 0.45
+    assert results[3].extension_signals[0] is not None and results[3].extension_signals[0] < 1.0
+    assert results[5].extension_signals == [None]  # the fixed extension is not the policy's
+    # The hard question's guess was wrong and the check right: the Wait bought the answer.
+    assert results[1].answer != results[4].answer
+
+
+def test_single_pass_equals_rounds_under_greedy(generator) -> None:
+    questions = [*EASY, *HARD]
+    budgets = [
+        budget(),
+        budget(signal="mean_top1", threshold=0.9),
+        budget(threshold=1.0, max_extensions=2),
+        budget(),
+        budget(signal="mean_top1", threshold=0.9),
+        ThinkingBudget(
+            adaptive={"max_extensions": 2},  # type: ignore[arg-type]
+            max_thinking_tokens=40,
+            conclusion="so",
+            max_answer_tokens=32,
+        ),
+    ]
+    single = generator.generate(questions, budgets, strategy="single_pass")
+    rounds = generator.generate(questions, budgets, strategy="rounds")
+    for s, r in zip(single, rounds, strict=True):
+        assert (s.strategy, r.strategy) == ("single_pass", "rounds")
+        assert s.token_ids == r.token_ids
+        assert s.thinking_tokens == r.thinking_tokens
+        assert s.extension_positions == r.extension_positions
+        assert s.thinking_ended_by == r.thinking_ended_by
+        assert s.extension_signals == pytest.approx(r.extension_signals, abs=1e-5)
+        check_counts(s, generator)
+    assert [s.extensions for s in single[:3]] == [0, 0, 2]
+    assert [s.extensions for s in single[3:5]] == [1, 1]
+    capped = single[5]
+    assert capped.thinking_ended_by == "budget" and capped.thinking_tokens == 40
+    assert capped.extensions == 1  # unsure after the guess; the cap cuts the check
+
+
+def test_stream_reports_the_signal_of_each_extension(generator) -> None:
+    events = list(generator.stream(HARD[0], budget()))
+    extensions = [e for e in events if isinstance(e, ExtensionInserted)]
+    result = next(e.result for e in events if isinstance(e, FinalResult))
+    assert len(extensions) == 1 == result.extensions
+    assert extensions[0].signal == result.extension_signals[0]
+    assert extensions[0].signal is not None and extensions[0].signal < DEFAULT_THRESHOLD
+
+
+def test_adapters_take_the_policy_as_a_field_and_a_keyword(generator) -> None:
+    from s1_integrations.adapters.langchain import ChatBudgetForced
+    from s1_integrations.adapters.llama_index import BudgetForcedLLM
+
+    chat = ChatBudgetForced(generator=generator, adaptive={"threshold": DEFAULT_THRESHOLD})
+    meta = chat.invoke(HARD[0]).response_metadata
+    assert meta["extensions"] == 1 and meta["extension_signals"][0] < DEFAULT_THRESHOLD
+    meta = chat.invoke(HARD[0], adaptive={"threshold": 0.0}).response_metadata
+    assert meta["extensions"] == 0 and meta["thinking_ended_by"] == "policy"
+    llm = BudgetForcedLLM(generator=generator, adaptive={})
+    extra = llm.complete(HARD[0]).additional_kwargs
+    assert extra["extensions"] == 1 and extra["thinking_ended_by"] == "model"
+    assert llm.complete(EASY[0]).additional_kwargs["thinking_ended_by"] == "policy"
+
+
+def test_sampling_options_that_change_the_signal_are_refused(generator) -> None:
+    """vLLM reports log-probabilities after top-k/top-p renormalise the distribution, so
+    rounds (and the reported values) would read another signal than the processor."""
+    from s1_integrations import BudgetError
+
+    with pytest.raises(BudgetError, match="adaptive: needs top_p=1"):
+        generator.generate(HARD[0], budget(), top_p=0.9)
+    with pytest.raises(BudgetError, match="adaptive: needs top_p=1"):
+        generator.generate(HARD[0], budget(), top_k=5, temperature=0.5)
