@@ -249,8 +249,11 @@ def demo(
             name, r = DEMO_BUDGETS[index][0], results[index]
             console.print(Panel(r.thinking.strip() or "(none)", title=f"thinking, {name}"))
         if with_sweep:
+            from s1_integrations.core.adaptive import DEFAULT_THRESHOLD
+
             console.print(
-                f"\nsweeping caps, extensions and samples over the {TOY_NAME}'s held-out set"
+                f"\nsweeping caps, extensions, the adaptive policy and samples over the\n"
+                f"{TOY_NAME}'s held-out set"
             )
             report = _sweep(
                 generator,
@@ -261,6 +264,7 @@ def demo(
                 "exact",
                 None,
                 samples=DEMO_SAMPLES,
+                thresholds=[DEFAULT_THRESHOLD],
             )
     if with_sweep:
         _print_summary(report)

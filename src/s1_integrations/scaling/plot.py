@@ -19,15 +19,21 @@ def plot_scaling(summaries: Sequence[Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     span = max((s.mean_thinking_tokens for s in summaries), default=1.0) or 1.0
     labelled: list[tuple[float, float]] = []
+    # The legend names each kind, so a point's label is its value alone (short labels do not
+    # run into each other): a cap, "+N" Waits, "xN" samples, an adaptive threshold.
     styles = {
-        "cap": ("tab:blue", "o", "cap the thinking"),
-        "extend": ("tab:orange", "s", "extend with Wait"),
-        "adaptive": ("tab:red", "D", "adaptive: Wait where unsure"),
-        "samples": ("tab:green", "^", "majority of n samples"),
+        "cap": ("tab:blue", "o", "cap the thinking (label: cap)", "{}", (4, -10)),
+        "extend": ("tab:orange", "s", "extend with Wait (label: +Waits)", "+{}", (4, -10)),
+        "adaptive": ("tab:red", "D", "adaptive, Wait where unsure (label: t)", "t={:g}", (4, 6)),
+        "samples": ("tab:green", "^", "majority of n samples (label: xn)", "x{}", (4, 6)),
     }
-    for kind, (color, marker, name) in styles.items():
+    for kind, (color, marker, name, short, offset) in styles.items():
         points = sorted(
-            (s.mean_thinking_tokens, s.accuracy * 100, s.setting)
+            (
+                s.mean_thinking_tokens,
+                s.accuracy * 100,
+                "none" if s.value is None else short.format(s.value),
+            )
             for s in summaries
             if s.kind == kind
         )
@@ -40,11 +46,11 @@ def plot_scaling(summaries: Sequence[Any], path: Path) -> None:
             if any(abs(x - lx) < 0.06 * span and abs(y - ly) < 6 for lx, ly in labelled):
                 continue
             labelled.append((x, y))
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=offset, fontsize=7)
     parallel = any(s.kind == "samples" for s in summaries)
     ax.set_xlabel("mean thinking tokens" + (" per question, all samples" if parallel else ""))
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(-2, 102)
+    ax.set_ylim(-2, 106)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     ax.set_title("Test-time scaling with budget forcing")
