@@ -9,7 +9,9 @@ Contenders, all producing 8 samples of each prompt under the same budget:
 - ``8 requests in turn``: eight ``generate(prompt, budget)`` calls one after another, the
   self-consistency loop people write around a chat model today;
 - ``plain vLLM``: eight plain vLLM requests at once, no forcing, each generating exactly as
-  many tokens as its forced counterpart did (``min_tokens == max_tokens``, ``ignore_eos``).
+  many tokens as its forced counterpart did (``min_tokens == max_tokens``, ``ignore_eos``);
+  and the same as one plain request with ``SamplingParams(n=8)``, vLLM's own fan-out, to say
+  which way of submitting n samples is faster.
 
 Decoding is greedy so that every contender decodes the very same tokens (sampling changes
 which tokens, not the work): the ratios compare the ways, not the luck of the draw.
@@ -25,6 +27,7 @@ from bench.common import (
     BenchConfig,
     generated_tokens,
     measure,
+    output_kind,
     peak_rss_mib,
     plain_params,
     questions,
@@ -83,12 +86,34 @@ def run(gen: BudgetForcedGenerator, cfg: BenchConfig) -> Report:
         requests = [(prompt_ids, plain_params(k, detokenize=False)) for k in lengths]
         return sum(len(ids) for ids in run_requests(gen, requests))
 
+    # Greedy samples are alike, so vLLM's own fan-out (one request, SamplingParams(n=...))
+    # can generate exactly the same tokens: which way of submitting n samples is faster.
+    assert len(set(lengths)) == 1, lengths
+
+    def plain_n() -> int:
+        # vLLM refuses n > 1 under greedy decoding; top_k=1 samples the argmax all the same.
+        from vllm import SamplingParams
+
+        length = lengths[0]
+        params = SamplingParams(
+            n=n,
+            temperature=1.0,
+            top_k=1,
+            min_tokens=length,
+            max_tokens=length,
+            ignore_eos=True,
+            detokenize=False,
+            output_kind=output_kind("final"),
+        )
+        return sum(map(len, gen.engine.run_sync(_all_completions(gen, prompt_ids, params))))
+
     t = measure(
         [
             (f"n={n}", voted),
             (f"{n} requests at once", at_once),
             (f"{n} requests in turn", in_turn),
             ("plain vLLM", plain),
+            (f"plain vLLM n={n}", plain_n),
         ],
         cfg.repeats,
         cfg.warmup,
@@ -104,6 +129,14 @@ def run(gen: BudgetForcedGenerator, cfg: BenchConfig) -> Report:
                 extra={"tokens": f"{ours.tokens} / {t[other].tokens}"},
             )
         )
+    report.rows.append(
+        Row(
+            f"plain vLLM: {n} requests vs one request with n={n}",
+            t["plain vLLM"],
+            t[f"plain vLLM n={n}"],
+            extra={"tokens": f"{t['plain vLLM'].tokens} / {t[f'plain vLLM n={n}'].tokens}"},
+        )
+    )
     report.notes.append(
         f"budget {b.model_dump(exclude_defaults=True)}, greedy; prompt {len(prompt_ids)} "
         f"tokens; {sum(lengths)} tokens generated per run"
@@ -121,3 +154,12 @@ def run(gen: BudgetForcedGenerator, cfg: BenchConfig) -> Report:
         + ", ".join(f"{k} {v:,.0f} MiB" for k, v in memory.items())
     )
     return report
+
+
+async def _all_completions(gen: BudgetForcedGenerator, prompt_ids: list[int], params: Any) -> Any:
+    """Token ids of every completion of one request with ``n`` > 1 (final output only)."""
+    final = None
+    async for output in gen.engine.stream(prompt_ids, params):
+        final = output
+    assert final is not None
+    return [list(c.token_ids) for c in final.outputs]

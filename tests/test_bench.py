@@ -196,7 +196,8 @@ def test_samples(generator: Any) -> None:
     report = samples.run(generator, TINY)
     others = ("2 requests at once", "2 requests in turn", "plain vLLM")
     # Greedy: every way of getting the samples decodes the very same tokens.
-    check_report(report, [f"n=2 vs {o}" for o in others])
+    plain = "plain vLLM: 2 requests vs one request with n=2"
+    check_report(report, [*(f"n=2 vs {o}" for o in others), plain])
     assert "peak RSS" in report.notes[-1] and "4 single requests" in report.notes[-1]
 
 
