@@ -87,14 +87,18 @@ def _forced_flags(logprobs: list[float] | None, count: int) -> list[bool]:
     return [value == 0.0 for value in logprobs]
 
 
-def _sample_options(options: SamplingOptions, sample: int) -> SamplingOptions:
+def _sample_seed(seed: int | None, sample: int) -> int | None:
     """Sample ``sample``'s own seed, far enough from the others' that rounds never share one.
 
     Sample 0 keeps the caller's seed, so ``n=1`` and the first of ``n`` samples agree.
     """
-    if options.seed is None or sample == 0:
-        return options
-    return options.model_copy(update={"seed": options.seed + sample * _SAMPLE_SEED_STRIDE})
+    return seed if seed is None or sample == 0 else seed + sample * _SAMPLE_SEED_STRIDE
+
+
+def _sample_options(options: SamplingOptions, sample: int) -> SamplingOptions:
+    """The call's options with sample ``sample``'s seed (:func:`_sample_seed`)."""
+    seed = _sample_seed(options.seed, sample)
+    return options if seed == options.seed else options.model_copy(update={"seed": seed})
 
 
 def _signal_logprobs(options: SamplingOptions) -> int:
@@ -440,7 +444,7 @@ class BudgetForcedGenerator:
                 if plan.adaptive:
                     # The policy's signal: each step's top-1 (processed) log-probability.
                     extra.update(logprobs=_signal_logprobs(options), flat_logprobs=True)
-                base = _sample_options(options, item.sample).seed
+                base = _sample_seed(options.seed, item.sample)
                 seed = None if base is None else base + round_no
                 params = self._sampling_params(
                     options.model_copy(update={"seed": seed}), max_tokens=room, **extra

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from s1_integrations.core.formats import THINK_TAGS, ThinkingFormat, detect_format
+from s1_integrations.engine.argv import flag_value, has_flag
 from s1_integrations.engine.lifetime import Guardian
 from s1_integrations.engine.processor import PROCESSOR_FQCN
 
@@ -79,19 +80,6 @@ _OPEN_THINKING = (
 )
 
 
-def _flag(extra: Sequence[str], name: str) -> bool:
-    return any(a == name or a.startswith(name + "=") for a in extra)
-
-
-def _flag_value(extra: Sequence[str], name: str) -> str | None:
-    for i, arg in enumerate(extra):
-        if arg == name and i + 1 < len(extra):
-            return extra[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 def opening_chat_template(tokenizer: Any, fmt: ThinkingFormat) -> str | None:
     """The tokenizer's chat template made to open the thinking block; None if it already does.
 
@@ -137,9 +125,9 @@ def serve_defaults(
 
     env = os.environ if env is None else env
     flags: list[str] = []
-    tokenizer: Any = AutoTokenizer.from_pretrained(_flag_value(extra, "--tokenizer") or model)
+    tokenizer: Any = AutoTokenizer.from_pretrained(flag_value(extra, "--tokenizer") or model)
     fmt = detect_format(tokenizer)
-    if not _flag(extra, "--reasoning-parser"):
+    if not has_flag(extra, "--reasoning-parser"):
         parser = REASONING_PARSERS.get(fmt.name)
         if parser is not None:
             flags += ["--reasoning-parser", parser]
@@ -151,23 +139,23 @@ def serve_defaults(
                 fmt.start,
                 fmt.end,
             )
-            if not _flag(extra, "--reasoning-config"):
+            if not has_flag(extra, "--reasoning-config"):
                 config = {"reasoning_start_str": fmt.start, "reasoning_end_str": fmt.end}
                 flags += ["--reasoning-config", json.dumps(config)]
-    if not _flag(extra, "--chat-template"):
+    if not has_flag(extra, "--chat-template"):
         template = opening_chat_template(tokenizer, fmt)
         if template is not None:
             flags += ["--chat-template", str(_template_file(template))]
     if (
-        not _flag(extra, "--kv-cache-memory-bytes")
-        and not _flag(extra, "--gpu-memory-utilization")
+        not has_flag(extra, "--kv-cache-memory-bytes")
+        and not has_flag(extra, "--gpu-memory-utilization")
         and "VLLM_CPU_KVCACHE_SPACE" not in env
     ):
         from vllm.platforms import current_platform
 
         if current_platform.is_cpu():
             flags += ["--kv-cache-memory-bytes", str(CPU_KV_CACHE_BYTES)]
-    if not any(_flag(extra, f) for f in CHUNKING_FLAGS):
+    if not any(has_flag(extra, f) for f in CHUNKING_FLAGS):
         from vllm.platforms import current_platform
 
         context = _context_length(model, extra)
@@ -188,7 +176,7 @@ CHUNKING_FLAGS = (
 
 def _context_length(model: str, extra: Sequence[str]) -> int | None:
     """The context the server will have (at least vLLM's default step budget of 2048)."""
-    given = _flag_value(extra, "--max-model-len")
+    given = flag_value(extra, "--max-model-len")
     if given is not None and given.isdigit():
         return max(int(given), 2048)
     from transformers import AutoConfig

@@ -43,6 +43,7 @@ from s1_integrations.core.knobs import (
     validate_budget_field,
 )
 from s1_integrations.core.plans import PlanBuilder
+from s1_integrations.engine.argv import flag_value
 
 #: The per-request effort knob; its levels are the effort table's.
 EFFORT_KEY = "reasoning_effort"
@@ -115,11 +116,9 @@ def served_tokenizer_source(argv: Sequence[str] | None = None) -> str | None:
         return env
     argv = list(sys.argv if argv is None else argv)
     for flag in ("--tokenizer", "--model"):
-        for i, arg in enumerate(argv):
-            if arg == flag and i + 1 < len(argv):
-                return argv[i + 1]
-            if arg.startswith(flag + "="):
-                return arg.split("=", 1)[1]
+        value = flag_value(argv, flag)
+        if value is not None:
+            return value
     if len(argv) > 2 and argv[1] == "serve" and not argv[2].startswith("-"):
         return argv[2]
     return None
