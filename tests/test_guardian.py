@@ -135,3 +135,50 @@ def test_a_released_guardian_leaves_and_signals_nothing(owners: list[Owner]) -> 
     time.sleep(1.0)
     assert _alive(child) and _alive(grandchild)
     assert "s1-integrations guardian" not in owner.stderr()
+
+
+#: A ``serve``-like owner (tree mode): a resource tracker and a spawned child that holds the
+#: tracker's pipe, as vLLM's engine core does; prints both PIDs.
+TREE_OWNER = textwrap.dedent(
+    """
+    import multiprocessing, os, sys, time
+    from multiprocessing import resource_tracker
+    from s1_integrations.engine.lifetime import Guardian
+
+    if __name__ == "__main__":
+        guardian = Guardian.start(tree=True)
+        resource_tracker.ensure_running()
+        child = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(600,))
+        child.start()
+        time.sleep(1.5)  # the guardian's snapshot of the tree (every second)
+        print(resource_tracker._resource_tracker._pid, child.pid, guardian.pid, flush=True)
+        time.sleep(600)
+    """
+)
+
+
+def test_a_resource_tracker_is_left_to_leave_by_itself() -> None:
+    """Ended with the engine, a tracker could not unlink the engine's leaked shared memory."""
+    with tempfile.TemporaryFile(mode="w+") as log:
+        owner = subprocess.Popen(
+            [sys.executable, "-c", TREE_OWNER],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            start_new_session=True,
+        )
+        assert owner.stdout is not None
+        tracker, child, guardian = (int(pid) for pid in owner.stdout.readline().split())
+        try:
+            assert "resource_tracker" in " ".join(psutil.Process(tracker).cmdline())
+            os.kill(owner.pid, signal.SIGKILL)
+            owner.wait(timeout=10)
+            assert _wait_gone([child, tracker, guardian], GRACE_S + 10) == []
+        finally:
+            for pid in (child, tracker, guardian):
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+        log.seek(0)
+        said = log.read()
+        assert f"ending 1 engine processes [{child}]" in said, said
+        assert "resource tracker outlived" not in said, said

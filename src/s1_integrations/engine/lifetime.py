@@ -25,6 +25,8 @@ is sent, so a reused PID is never hit.
 ``tree`` mode is for ``s1-integrations serve``: there the owner is vLLM's API server itself
 (the serve command execs it), all of its descendants are vLLM's, and the guardian keeps a
 snapshot of them, since once the server is dead they have been reparented away from it.
+A multiprocessing resource tracker among them is not ended with the engine: it leaves by
+itself once the engine's processes are gone, after unlinking what they leaked.
 """
 
 from __future__ import annotations
@@ -68,6 +70,20 @@ def _stat(pid: int) -> tuple[int, int, str] | None:
     # The command name may contain spaces and parentheses: the fields follow the last ')'.
     fields = raw[raw.rfind(")") + 2 :].split()
     return int(fields[1]), int(fields[19]), fields[0]
+
+
+def _is_resource_tracker(pid: int) -> bool:
+    """Whether ``pid`` is a multiprocessing resource tracker (by its command line).
+
+    A tracker leaves by itself once every process holding its pipe is gone, and then
+    unlinks the shared memory and semaphores they leaked (vLLM's engine leaks some): it is
+    not an engine process, and ending it early would leave those behind in ``/dev/shm``.
+    """
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"multiprocessing.resource_tracker" in f.read()
+    except OSError:
+        return False
 
 
 def _alive(pid: int, start: int) -> bool:
@@ -212,7 +228,15 @@ def _guard(owner: int, tree: bool, grace_s: float) -> int:
         if time.monotonic() >= next_snapshot:
             watch.snapshot()
             next_snapshot = time.monotonic() + SNAPSHOT_S
-    _end(watch.targets(), grace_s, why)
+    targets = watch.targets()
+    trackers = {pid: start for pid, start in targets.items() if _is_resource_tracker(pid)}
+    _end({pid: start for pid, start in targets.items() if pid not in trackers}, grace_s, why)
+    # With the engine's processes gone, a tracker leaves on its own after its clean-up.
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_alive(p, s) for p, s in trackers.items()):
+        time.sleep(0.05)
+    left = {pid: start for pid, start in trackers.items() if _alive(pid, start)}
+    _end(left, grace_s, f"a resource tracker outlived the engine by {grace_s} s")
     return 0
 
 
