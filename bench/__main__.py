@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="gc_freeze",
         action="store_false",
         help="start the engine with freeze_gc=False (by default it freezes the gc heap once "
-        "started, as vLLM's own server does; see docs/benchmarks.md)",
+        "started, as vLLM's own server does; see docs/benchmarks-history.md)",
     )
     parser.add_argument(
         "--gc-freeze", dest="gc_freeze", action="store_true", help=argparse.SUPPRESS
