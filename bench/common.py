@@ -24,6 +24,7 @@ from s1_integrations import heldout_path
 
 if TYPE_CHECKING:
     from s1_integrations.core.generator import BudgetForcedGenerator
+    from s1_integrations.core.prompts import Prompt
     from s1_integrations.core.results import BudgetForcedResult
 
 
@@ -36,13 +37,23 @@ class BenchConfig:
     warmup: int = 1
     quick: bool = False
     scaling_batches: tuple[int, ...] = (1, 8, 32, 128)
+    #: Tokens of retrieved context before each question, and extensions, for ``scaling``.
+    scaling_contexts: tuple[int, ...] = (100, 1000, 1500)
+    scaling_extensions: tuple[int, ...] = (0, 2, 4, 8)
     adapter_abatch: int = 32  # abatch of this many vs one ainvoke
 
     @classmethod
     def tiny(cls) -> BenchConfig:
         """Batch 2, one repeat, no warm-up, small budgets: checks the code, not the speed."""
         return cls(
-            batch_size=2, repeats=1, warmup=0, quick=True, scaling_batches=(1, 2), adapter_abatch=2
+            batch_size=2,
+            repeats=1,
+            warmup=0,
+            quick=True,
+            scaling_batches=(1, 2),
+            scaling_contexts=(100,),
+            scaling_extensions=(0, 2),
+            adapter_abatch=2,
         )
 
 
@@ -172,12 +183,22 @@ def output_kind(name: str) -> Any:
     return {"final": RequestOutputKind.FINAL_ONLY, "delta": RequestOutputKind.DELTA}[name]
 
 
+def vllm_stream(gen: BudgetForcedGenerator, prompt_ids: list[int], params: Any) -> Any:
+    """Plain vLLM on the generator's in-process engine: vLLM's own params and outputs."""
+    from s1_integrations.engine.engine import InProcessEngine
+
+    engine = gen.engine
+    if not isinstance(engine, InProcessEngine):
+        raise TypeError("plain vLLM baselines need the in-process engine")
+    return engine.vllm_stream(prompt_ids, params)
+
+
 async def _collect(gen: BudgetForcedGenerator, prompt_ids: list[int], params: Any) -> list[int]:
     """All generated ids of one request (cumulative for FINAL_ONLY, summed for DELTA)."""
     from vllm.sampling_params import RequestOutputKind
 
     ids: list[int] = []
-    async for output in gen.engine.stream(prompt_ids, params):
+    async for output in vllm_stream(gen, prompt_ids, params):
         got = list(output.outputs[0].token_ids)
         ids = ids + got if params.output_kind == RequestOutputKind.DELTA else got
     return ids
@@ -256,14 +277,16 @@ class ForcedVsPlain:
     plain: Callable[[str], int]
 
 
-def forced_vs_plain(gen: BudgetForcedGenerator, prompts: list[str], budget: Any) -> ForcedVsPlain:
+def forced_vs_plain(
+    gen: BudgetForcedGenerator, prompts: Sequence[Prompt], budget: Any
+) -> ForcedVsPlain:
     """The same work done with budget forcing and without (``min_tokens == max_tokens``)."""
-    prompt_ids = [item.prompt_ids for item in gen.prepare(prompts, budget)]
-    first = gen.generate(prompts, budget)
+    prompt_ids = [item.prompt_ids for item in gen.prepare(list(prompts), budget)]
+    first = gen.generate(list(prompts), budget)
     counts = [generated_tokens(r) for r in first]
 
     def forced() -> int:
-        return sum(generated_tokens(r) for r in gen.generate(prompts, budget))
+        return sum(generated_tokens(r) for r in gen.generate(list(prompts), budget))
 
     def plain(kind: str = "final") -> int:
         requests = [(ids, plain_params(n, kind)) for ids, n in zip(prompt_ids, counts, strict=True)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from bench.common import vllm_stream
 from s1_integrations import ThinkingBudget
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 async def _final(gen: BudgetForcedGenerator, prompt_ids: list[int], params: Any) -> Any:
     last = None
-    async for output in gen.engine.stream(prompt_ids, params):
+    async for output in vllm_stream(gen, prompt_ids, params):
         last = output
     assert last is not None
     return last.outputs[0]

@@ -32,6 +32,7 @@ from bench.common import (
     plain_params,
     questions,
     run_requests,
+    vllm_stream,
 )
 from bench.report import Report, Row
 from s1_integrations import ThinkingBudget, VotedResult
@@ -159,7 +160,7 @@ def run(gen: BudgetForcedGenerator, cfg: BenchConfig) -> Report:
 async def _all_completions(gen: BudgetForcedGenerator, prompt_ids: list[int], params: Any) -> Any:
     """Token ids of every completion of one request with ``n`` > 1 (final output only)."""
     final = None
-    async for output in gen.engine.stream(prompt_ids, params):
+    async for output in vllm_stream(gen, prompt_ids, params):
         final = output
     assert final is not None
     return [list(c.token_ids) for c in final.outputs]

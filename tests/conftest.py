@@ -24,7 +24,7 @@ TOY = str(toy_model_path())
 @pytest.fixture(scope="session")
 def generator() -> Iterator[object]:
     """The session's generator: the same one every chat model with these settings shares."""
-    from s1_integrations.adapters.langchain import shared_generator
+    from s1_integrations.adapters.shared import shared_generator
 
     gen = shared_generator(TOY, ENGINE_ARGS)
     yield gen

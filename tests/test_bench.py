@@ -33,6 +33,7 @@ from bench import (  # noqa: E402
 )
 from bench.__main__ import config_from, parse_args  # noqa: E402
 from bench.common import BenchConfig, PeakRSS, measure  # noqa: E402
+from bench.common import questions as bench_questions  # noqa: E402
 from bench.report import Report, Row, Timing, render  # noqa: E402
 
 from conftest import ENGINE_ARGS, TOY  # noqa: E402
@@ -187,8 +188,22 @@ def test_adapters(generator: Any) -> None:
 @pytest.mark.engine
 def test_scaling(generator: Any) -> None:
     report = scaling.run(generator, TINY)
-    check_report(report, [f"batch {b}: single-pass vs plain vLLM" for b in TINY.scaling_batches])
+    labels = [
+        *(f"batch {b}: " for b in TINY.scaling_batches),
+        *(f"context {n}: " for n in TINY.scaling_contexts),
+        *(f"{k} extensions: " for k in TINY.scaling_extensions),
+    ]
+    check_report(report, [f"{label}single-pass vs plain vLLM" for label in labels])
     assert all(r.ours.tokens_per_s > 0 and r.other.tokens_per_s > 0 for r in report.rows)
+    # The context rows' prompts hold that much context before the very same questions: the
+    # passages re-tokenize to about the tokens cut (a few merge or split at the cut), and the
+    # system turn around them is a fixed few tokens more.
+    asked = bench_questions(TINY.batch_size)
+    bare = [len(it.prompt_ids) for it in generator.prepare(asked)]
+    for n in TINY.scaling_contexts:
+        padded = generator.prepare(scaling.with_context(generator, asked, n))
+        grown = [len(it.prompt_ids) - k for it, k in zip(padded, bare, strict=True)]
+        assert all(n - 5 <= g <= n + 30 for g in grown), grown
 
 
 @pytest.mark.engine

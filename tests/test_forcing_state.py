@@ -581,21 +581,18 @@ def test_replay_reads_a_whole_multi_token_end_forced_after_an_attempt_near_the_c
 
 def test_the_rounds_bans_travel_to_servers_as_bad_words() -> None:
     """Servers without the processor serve rounds: the delimiters must reach them too."""
-    from vllm import SamplingParams
+    from s1_integrations.core.backend import GenerationRequest
+    from s1_integrations.engine.wire import completion_body
 
-    from s1_integrations.engine.remote import completion_body
-
-    plain = completion_body(SamplingParams(max_tokens=3), [1], "m")
+    plain = completion_body(GenerationRequest([1], max_tokens=3), "m")
     assert "bad_words" not in plain
     banned = completion_body(
-        SamplingParams(max_tokens=3, bad_words=["<think>", "</think>"]), [1], "m"
+        GenerationRequest([1], max_tokens=3, bad_words=("<think>", "</think>")), "m"
     )
     assert banned["bad_words"] == ["<think>", "</think>"]
     # The soft-landing plan, as one JSON string in vllm_xargs.
     p = landing_plan(**BANS_FOR_WIRE)
-    body = completion_body(
-        SamplingParams(max_tokens=3, extra_args={"s1_budget": p.to_extra_args()}), [1], "m"
-    )
+    body = completion_body(GenerationRequest([1], max_tokens=3, forcing=p.to_extra_args()), "m")
     assert ForcingPlan.from_extra_args(body["vllm_xargs"]["s1_budget"]) == p
 
 

@@ -289,29 +289,28 @@ def test_per_call_sampling_is_reproducible_with_a_seed(generator) -> None:
 
 @pytest.fixture
 def submitted(generator, monkeypatch):
-    """The SamplingParams of every request the generator sends to its engine."""
+    """Every request the generator sends to its backend (vLLM's own parameters follow from
+    them one to one: ``tests/unit/test_vllm_types.py``)."""
     seen: list = []
     original = generator.engine.stream
 
-    def recording(prompt_ids, params):  # type: ignore[no-untyped-def]
-        seen.append(params)
-        return original(prompt_ids, params)
+    def recording(request):  # type: ignore[no-untyped-def]
+        seen.append(request)
+        return original(request)
 
     monkeypatch.setattr(generator.engine, "stream", recording)
     return seen
 
 
 def test_only_the_output_a_call_needs_is_requested(generator, submitted) -> None:
-    from vllm.sampling_params import RequestOutputKind
-
-    final, delta = RequestOutputKind.FINAL_ONLY, RequestOutputKind.DELTA
+    final, delta = False, True  # GenerationRequest.deltas
     cap, extend = ThinkingBudget(max_thinking_tokens=9), ThinkingBudget(extensions=1)
     generator.generate("What is 1 + 2?", cap)
     generator.generate("What is 1 + 2?", extend)
     generator.generate("What is 1 + 2?", cap, stop=["is"])
     list(generator.stream("What is 1 + 2?", cap))
     list(generator.stream("What is 1 + 2?", extend))
-    got = [(p.output_kind, p.logprobs) for p in submitted]
+    got = [(r.deltas, r.logprobs) for r in submitted]
     # Not streaming: the finished output only. Log-probabilities (which mark forced tokens)
     # only where phrases can be inserted; stop strings are watched on deltas.
     assert got == [(final, None), (final, 0), (delta, None), (delta, None), (delta, 0)]

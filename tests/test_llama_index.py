@@ -33,13 +33,13 @@ from llama_index.core.llms.mock import MockFunctionCallingLLM
 from pydantic import BaseModel, Field, ValidationError
 
 from s1_integrations import BudgetForcedResult, ThinkingBudget
+from s1_integrations.adapters import shared as adapters_shared
 from s1_integrations.adapters.llama_index import (
     SUPPORTS_ANSWER_SCHEMA,
     BudgetForcedLLM,
     reasoning_tool,
     to_generator_messages,
 )
-from s1_integrations.core import generator as core_generator
 
 pytestmark = pytest.mark.engine
 
@@ -558,8 +558,8 @@ def test_llms_share_one_generator_and_serialize_without_it(generator, monkeypatc
             built.append((model, engine_args))
             self.engine = SimpleNamespace(closed=False)
 
-    monkeypatch.setattr(core_generator, "BudgetForcedGenerator", FakeGenerator)
-    monkeypatch.setattr(core_generator, "_shared_generators", {})
+    monkeypatch.setattr(adapters_shared, "BudgetForcedGenerator", FakeGenerator)
+    monkeypatch.setattr(adapters_shared, "_generators", {})
     lazy = [
         BudgetForcedLLM(model="toy", engine_args={"dtype": "float32"}),
         BudgetForcedLLM(model="toy", engine_args={"dtype": "float32"}, max_thinking_tokens=3),

@@ -35,9 +35,11 @@ from s1_integrations import (
 )
 from s1_integrations.adapters.langchain import ChatBudgetForced
 from s1_integrations.adapters.llama_index import BudgetForcedLLM
+from s1_integrations.core.backend import GenerationRequest
 from s1_integrations.core.forcing import ForcingPlan
 from s1_integrations.engine.processor import PROCESSOR_FQCN, BudgetForcingPlugin
-from s1_integrations.engine.remote import RemoteConfig, RemoteEngine, completion_body
+from s1_integrations.engine.remote import RemoteConfig, RemoteEngine
+from s1_integrations.engine.wire import completion_body
 from servers import VllmServer, free_port
 
 pytestmark = pytest.mark.remote
@@ -261,10 +263,8 @@ def test_the_server_rejects_a_malformed_budget_and_keeps_serving(
     assert "s1_budget.end must be a list of token ids" in reply.json()["error"]["message"]
 
     async def bad() -> None:
-        from vllm import SamplingParams
-
-        params = SamplingParams(max_tokens=2, extra_args={"s1_budget": {"bogus": 1}})
-        async for _ in remote.engine.stream([5, 6], params):
+        request = GenerationRequest([5, 6], max_tokens=2, forcing={"bogus": 1})
+        async for _ in remote.engine.stream(request):
             pass
 
     with pytest.raises(ValueError, match=r"unknown settings \['bogus'\]"):
@@ -368,24 +368,22 @@ def test_bad_remote_configuration_is_rejected() -> None:
     assert RemoteConfig(base_urls="http://h:1/v1/").base_urls == ("http://h:1",)
 
 
-def test_sampling_params_become_a_completions_request() -> None:
-    from vllm import SamplingParams
-    from vllm.sampling_params import StructuredOutputsParams
-
+def test_a_request_becomes_a_completions_request() -> None:
     plan = ForcingPlan(end=(4,), eos=(2,), max_thinking=7)
-    params = SamplingParams(
+    request = GenerationRequest(
+        [1, 2, 3],
         max_tokens=20,
         temperature=0.5,
         top_p=0.9,
         top_k=5,
         seed=3,
-        stop=["</answer>"],
-        stop_token_ids=[4, 2],
+        stop=("</answer>",),
+        stop_token_ids=(4, 2),
         logprobs=0,
-        extra_args={"s1_budget": plan.to_extra_args()},
-        structured_outputs=StructuredOutputsParams(json={"type": "object"}),
+        forcing=plan.to_extra_args(),
+        json_schema={"type": "object"},
     )
-    body = completion_body(params, [1, 2, 3], "m")
+    body = completion_body(request, "m")
     assert body == {
         "model": "m",
         "prompt": [1, 2, 3],

@@ -35,15 +35,16 @@ from s1_integrations.toy import heldout_path, toy_model_path
 
 if TYPE_CHECKING:
     from s1_integrations.core.generator import BudgetForcedGenerator, SamplingOptions
-    from s1_integrations.engine.engine import EngineClosedError, EngineError, InProcessEngine
+    from s1_integrations.engine.bridge import EngineClosedError, EngineError
+    from s1_integrations.engine.engine import InProcessEngine
     from s1_integrations.engine.remote import RemoteConfig, RemoteEngine
 
 _LAZY = {
     "BudgetForcedGenerator": "s1_integrations.core.generator",
     "SamplingOptions": "s1_integrations.core.generator",
     "InProcessEngine": "s1_integrations.engine.engine",
-    "EngineError": "s1_integrations.engine.engine",
-    "EngineClosedError": "s1_integrations.engine.engine",
+    "EngineError": "s1_integrations.engine.bridge",
+    "EngineClosedError": "s1_integrations.engine.bridge",
     "RemoteEngine": "s1_integrations.engine.remote",
     "RemoteConfig": "s1_integrations.engine.remote",
     "ChatBudgetForced": "s1_integrations.adapters.langchain",

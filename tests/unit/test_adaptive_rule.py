@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate
 
-from s1_integrations.core.adaptive import AdaptivePolicy, SignalTracker, top1_logprobs
+from s1_integrations.core.adaptive import AdaptivePolicy, SignalTracker
 from s1_integrations.core.budget import ThinkingBudget
 from s1_integrations.core.forcing import (
     EXTRA_ARGS_KEY,
@@ -23,7 +23,7 @@ from s1_integrations.core.forcing import (
     Replayer,
     replay,
 )
-from s1_integrations.engine.processor import BudgetForcingLogitsProcessor
+from s1_integrations.engine.processor import BudgetForcingLogitsProcessor, top1_logprobs
 
 V = 16
 END, EOS, WAIT, A, B = 10, 11, 12, 1, 2

@@ -42,9 +42,10 @@ from langchain_core.utils.function_calling import convert_to_json_schema, conver
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict, Field
 
+from s1_integrations.adapters.shared import shared_generator
 from s1_integrations.core.budget import BudgetLike
 from s1_integrations.core.formats import ThinkingFormat
-from s1_integrations.core.generator import BudgetForcedGenerator, SamplingOptions, shared_generator
+from s1_integrations.core.generator import BudgetForcedGenerator, SamplingOptions
 from s1_integrations.core.knobs import EFFORT_LEVELS, check_names
 from s1_integrations.core.prompts import PromptError, validate_tools
 from s1_integrations.core.reporting import (

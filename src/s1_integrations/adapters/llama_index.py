@@ -58,13 +58,10 @@ from llama_index.core.tools import FunctionTool
 from llama_index.core.types import Model, PydanticProgramMode
 from pydantic import BaseModel
 
+from s1_integrations.adapters.shared import shared_generator
 from s1_integrations.core.budget import BudgetLike, ThinkingBudget
 from s1_integrations.core.formats import ThinkingFormat
-from s1_integrations.core.generator import (
-    BudgetForcedGenerator,
-    SamplingOptions,
-    shared_generator,
-)
+from s1_integrations.core.generator import BudgetForcedGenerator, SamplingOptions
 from s1_integrations.core.knobs import check_names, reserved_output_tokens
 from s1_integrations.core.prompts import ROLES, Prompt, PromptError, validate_tools
 from s1_integrations.core.reporting import (

@@ -12,20 +12,16 @@ log-probability vLLM returns. Entropy would need the whole distribution, which a
 only at the cost of every token's log-probability (``logprobs=-1``), so it is not offered.
 
 This module holds the public setting (:class:`AdaptivePolicy`), the running aggregate a
-request keeps (:class:`SignalTracker`) and the batch computation from logits
-(:func:`top1_logprobs`), so the decision rule is one piece of code all strategies share.
+request keeps (:class:`SignalTracker`) and the decision rule (:func:`confident`), one piece
+of code all strategies share; the processor computes the batch's top-1 values from logits.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-if TYPE_CHECKING:
-    import torch
 
 #: Signal names and what they aggregate over the model's thinking tokens since the last
 #: extension: the lowest top-1 probability, or the mean one. Higher means more confident.
@@ -108,18 +104,3 @@ class SignalTracker:
 def confident(value: float, threshold: float) -> bool:
     """The decision rule: a signal at or above the threshold lets the thinking end."""
     return value >= threshold
-
-
-def top1_logprobs(logits: torch.Tensor, temperatures: torch.Tensor | None = None) -> torch.Tensor:
-    """Per row, the log-probability of the most likely token.
-
-    ``log_softmax`` then ``amax``: two kernels (``logsumexp`` is several on a CPU, where each
-    can wait for its threads on a loaded machine), and the very computation vLLM makes for
-    the processed log-probabilities the rounds strategy reads. ``temperatures`` (one per row,
-    1 for greedy) scale the logits first, so a sampled row's signal is read off the
-    distribution it samples from. Masked tokens (``-inf``) carry no probability.
-    """
-    import torch
-
-    scaled = logits if temperatures is None else logits / temperatures.unsqueeze(1)
-    return torch.log_softmax(scaled, dim=-1).amax(dim=-1)

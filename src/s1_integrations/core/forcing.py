@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property, lru_cache
@@ -582,7 +583,7 @@ class Replayer:
         ids: list[int],
         forced: list[bool],
         final: bool = False,
-        top1: list[float | None] | None = None,
+        top1: Sequence[float | None] | None = None,
     ) -> None:
         """More output; ``top1`` (per token, for an adaptive plan) lets the result report
         the policy's signal values, which the decisions themselves are never read from."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from s1_integrations.core.budget import ThinkingBudget
@@ -153,7 +153,7 @@ class OutputTracker:
         ids: list[int],
         forced: list[bool],
         final: bool = False,
-        top1: list[float | None] | None = None,
+        top1: Sequence[float | None] | None = None,
         logprobs: list[float] | None = None,
     ) -> list[StreamEvent]:
         self.replayer.feed(ids, forced, final, top1)

@@ -13,7 +13,7 @@ import concurrent.futures
 import contextlib
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -52,10 +52,8 @@ class LoopBridge:
         if self._closed:
             raise EngineClosedError("the engine is closed")
 
-    async def _produce(
-        self, prompt_ids: list[int], params: Any, emit: Callable[[Any], None]
-    ) -> None:
-        """Generate for one request on the private loop, passing each update to ``emit``.
+    async def _produce(self, *args: Any, **kwargs: Any) -> None:
+        """Generate for one request on the private loop, passing each update to ``emit=``.
 
         Must end by emitting ``_DONE`` (after an exception, if any) and abort the request when
         cancelled.
@@ -94,8 +92,8 @@ class LoopBridge:
         """Run untracked work on the loop (start-up, shutdown) and wait for it."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    async def stream(self, prompt_ids: list[int], params: Any) -> AsyncIterator[Any]:
-        """Yield one request's output updates, in the caller's event loop.
+    async def _bridged(self, *request: Any) -> AsyncIterator[Any]:
+        """Yield one request's output updates (``_produce(*request)``) in the caller's loop.
 
         Leaving the iteration early (break, cancellation) aborts the request.
         """
@@ -106,7 +104,7 @@ class LoopBridge:
         def emit(item: Any) -> None:
             caller.call_soon_threadsafe(inbox.put_nowait, item)
 
-        future = self._submit(self._produce(prompt_ids, params, emit))
+        future = self._submit(self._produce(*request, emit=emit))
         try:
             while True:
                 item = await inbox.get()

@@ -16,9 +16,11 @@ import itertools
 import logging
 import os
 import weakref
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from s1_integrations.core.backend import Chunk, GenerationRequest
 from s1_integrations.engine.bridge import _DONE, EngineClosedError, EngineError, LoopBridge
 from s1_integrations.engine.lifetime import Guardian
 from s1_integrations.engine.processor import (
@@ -27,6 +29,7 @@ from s1_integrations.engine.processor import (
     refuse_config_without_processors,
     refuse_engine_args_without_processors,
 )
+from s1_integrations.engine.vllm_types import sampling_params, to_chunk
 
 __all__ = ["CPU_KV_CACHE_BYTES", "EngineClosedError", "EngineError", "InProcessEngine"]
 
@@ -85,6 +88,8 @@ class InProcessEngine(LoopBridge):
 
     #: The budget-forcing processor runs inside this engine (single-pass forcing is possible).
     forcing_in_engine = True
+    #: ``logprobs=1`` lists each step's real top-1 beside the sampled token.
+    reports_top1 = True
 
     def __init__(
         self, model: str | os.PathLike[str], *, freeze_gc: bool = True, **engine_args: Any
@@ -204,7 +209,26 @@ class InProcessEngine(LoopBridge):
         if self._llm is not None and self._llm.errored:
             raise EngineError(f"the vLLM engine died: {self._llm.dead_error}")
 
-    async def _produce(self, prompt_ids: list[int], params: Any, emit: Any) -> None:
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """One request's output as the core's chunks (the :class:`Backend` contract)."""
+        return self._bridged(request.prompt_ids, sampling_params(request), request)
+
+    def vllm_stream(self, prompt_ids: list[int], params: Any) -> AsyncIterator[Any]:
+        """One request with vLLM's own ``SamplingParams``, yielding vLLM's ``RequestOutput``.
+
+        Plain vLLM on the same engine, for the benchmarks' baselines and for callers who
+        want vLLM's own types; leaving the iteration early aborts the request.
+        """
+        return self._bridged(prompt_ids, params, None)
+
+    async def _produce(
+        self,
+        prompt_ids: list[int],
+        params: Any,
+        request: GenerationRequest | None,
+        *,
+        emit: Callable[[Any], None],
+    ) -> None:
         from vllm.inputs import TokensPrompt
 
         request_id = f"s1-{next(self._ids)}"
@@ -212,7 +236,7 @@ class InProcessEngine(LoopBridge):
             async for output in self._llm.generate(
                 TokensPrompt(prompt_token_ids=prompt_ids), params, request_id
             ):
-                emit(output)
+                emit(output if request is None else to_chunk(output, request))
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await self._llm.abort(request_id)

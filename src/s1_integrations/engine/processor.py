@@ -41,7 +41,6 @@ from vllm.v1.sample.logits_processor import (
     MoveDirectionality,
 )
 
-from s1_integrations.core.adaptive import top1_logprobs
 from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan, ForcingState, Phase
 from s1_integrations.engine.xargs import load_effort_table, resolve_plain_words
 
@@ -51,6 +50,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _GREEDY_EPS = 1e-5
+
+
+def top1_logprobs(logits: torch.Tensor, temperatures: torch.Tensor | None = None) -> torch.Tensor:
+    """Per row, the log-probability of the most likely token.
+
+    ``log_softmax`` then ``amax``: two kernels (``logsumexp`` is several on a CPU, where each
+    can wait for its threads on a loaded machine), and the very computation vLLM makes for
+    the processed log-probabilities the rounds strategy reads. ``temperatures`` (one per row,
+    1 for greedy) scale the logits first, so a sampled row's signal is read off the
+    distribution it samples from. Masked tokens (``-inf``) carry no probability.
+    """
+    scaled = logits if temperatures is None else logits / temperatures.unsqueeze(1)
+    return torch.log_softmax(scaled, dim=-1).amax(dim=-1)
 
 
 class _Decisions:

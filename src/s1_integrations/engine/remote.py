@@ -1,34 +1,42 @@
-"""A fleet of ``vllm serve`` replicas as one backend, over the OpenAI-compatible API.
+"""A fleet of ``vllm serve`` replicas as one backend: connect, balance, retry.
 
 The generator talks to it exactly as to the in-process engine (token-id prompts in, token ids
 and log-probabilities out), so results and stream events are the same. Budget forcing runs
 inside the servers when they have the plugin (this package installed beside vLLM, started with
 ``--logprobs-mode processed_logprobs``); otherwise the generator falls back to the rounds
-strategy over ``/v1/completions``, which any vLLM server can serve.
+strategy over ``/v1/completions``, which any vLLM server can serve. The wire format itself
+(request bodies, server-sent events, errors) is ``wire.py``; nothing here needs vLLM.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, NamedTuple
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from s1_integrations.core.backend import Chunk, GenerationRequest
 from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan
 from s1_integrations.engine.bridge import _DONE, EngineClosedError, EngineError, LoopBridge
+from s1_integrations.engine.wire import (
+    DONE,
+    RETRYABLE_STATUS,
+    completion_body,
+    extend,
+    parse_choice,
+    raise_for_status,
+    read_event,
+)
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
-#: Worth trying again, elsewhere: the server is overloaded, restarting or behind a balancer
-#: that lost it. Everything else is the request's fault or a lasting server problem.
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 #: Text whose tokenization every server must agree on with the local tokenizer.
 TOKENIZER_PROBE = "Let me think. Wait, 12 + 34 = 46.\n</think>\n\nThe answer is 46."
 
@@ -80,28 +88,6 @@ class RemoteConfig(BaseModel):
         return tuple(out)
 
 
-class _Logprob(NamedTuple):
-    logprob: float
-
-
-@dataclass
-class RemoteCompletion:
-    """The shape of vLLM's ``CompletionOutput`` that the generator reads."""
-
-    token_ids: list[int]
-    logprobs: list[dict[int, _Logprob]] | None
-    finish_reason: str | None = None
-
-
-@dataclass
-class RemoteOutput:
-    """The shape of vLLM's ``RequestOutput`` that the generator reads."""
-
-    outputs: list[RemoteCompletion]
-    finished: bool = False
-    server: str = ""
-
-
 @dataclass
 class _Server:
     url: str
@@ -128,57 +114,6 @@ class _Attempts:
     last: BaseException | None = None
 
 
-def completion_body(params: Any, prompt_ids: list[int], model: str) -> dict[str, Any]:
-    """A vLLM ``SamplingParams`` as a ``/v1/completions`` request with a token-id prompt."""
-    body: dict[str, Any] = {
-        "model": model,
-        "prompt": list(prompt_ids),
-        "max_tokens": params.max_tokens,
-        "temperature": params.temperature,
-        "top_p": params.top_p,
-        "n": 1,
-        "stream": True,
-        "return_token_ids": True,
-        "skip_special_tokens": params.skip_special_tokens,
-    }
-    if params.top_k and params.top_k > 0:
-        body["top_k"] = params.top_k
-    if params.seed is not None:
-        body["seed"] = params.seed
-    if params.stop:
-        body["stop"] = list(params.stop)
-        body["include_stop_str_in_output"] = params.include_stop_str_in_output
-    if params.stop_token_ids:
-        body["stop_token_ids"] = list(params.stop_token_ids)
-    if params.bad_words:
-        # The thinking delimiters a round may not write (the budget's no-re-entry rule when
-        # the servers run rounds); the server tokenizes them as the generator does.
-        body["bad_words"] = list(params.bad_words)
-    if params.logprobs is not None:
-        body["logprobs"] = params.logprobs
-    if params.min_tokens:
-        body["min_tokens"] = params.min_tokens
-    if params.ignore_eos:
-        body["ignore_eos"] = True
-    if params.extra_args:
-        # vllm_xargs carries only scalars and flat lists: the plan travels as one JSON string.
-        body["vllm_xargs"] = {
-            k: json.dumps(v, separators=(",", ":")) if isinstance(v, dict) else v
-            for k, v in params.extra_args.items()
-        }
-    if params.structured_outputs is not None:
-        constraint = {
-            k: v
-            for k, v in asdict(params.structured_outputs).items()
-            if not k.startswith("_") and v not in (None, False)
-        }
-        # As the in-process engine does: no whitespace padding inside constrained JSON.
-        if "json" in constraint or "json_object" in constraint:
-            constraint.setdefault("disable_any_whitespace", True)
-        body["structured_outputs"] = constraint
-    return body
-
-
 class RemoteEngine(LoopBridge):
     """One or more vLLM servers behind the generator's engine interface.
 
@@ -194,6 +129,16 @@ class RemoteEngine(LoopBridge):
         urls = (base_urls,) if isinstance(base_urls, str) else tuple(base_urls)
         self.config = RemoteConfig(base_urls=urls, **config)
         self.servers = [_Server(url) for url in self.config.base_urls]
+        # The Backend contract's figures, known once every server has been asked (_connect).
+        self.model = ""
+        self.tokenizer: Any = None
+        self.max_model_len = 0
+        self.forcing_in_engine = False
+        self.logprobs_mode = "unknown"
+        #: A server reports only the sampled token's log-probability, not the step's top-1.
+        self.reports_top1 = False
+        self.max_num_seqs: int | None = None  # the servers' own limits are theirs to apply
+        self.seeds_ok = True
         super().__init__("s1-remote-engine")
         self._client: Any = None
         try:
@@ -221,8 +166,8 @@ class RemoteEngine(LoopBridge):
         if len(names) > 1:
             raise EngineError(f"the servers serve different models: {sorted(names)}")
         card = cards[0]
-        self.model: str = card["id"]
-        self.max_model_len: int = min(s.max_model_len for s in self.servers)
+        self.model = card["id"]
+        self.max_model_len = min(s.max_model_len for s in self.servers)
         self.tokenizer = _load_tokenizer(cfg.tokenizer or card.get("root") or self.model)
         await asyncio.gather(*(self._check_tokenizer(s) for s in self.servers))
         if cfg.forcing != "rounds":
@@ -333,85 +278,97 @@ class RemoteEngine(LoopBridge):
             return _Retry(f"{server.url}: {e!r}")
         return e
 
+    async def _retrying(
+        self,
+        once: Callable[[_Server], Awaitable[T]],
+        pick: Callable[[list[str]], _Server],
+        give_up: Callable[[_Attempts], str],
+    ) -> T:
+        """``once`` on a server ``pick`` chooses, until it succeeds or the retries run out.
+
+        ``once`` raises :class:`_Retry` for a failure worth another attempt (after an
+        exponential backoff), anything else to fail at once.
+        """
+        attempts = _Attempts()
+        for attempt in range(self.config.max_retries + 1):
+            server = pick(attempts.tried)
+            attempts.tried.append(server.url)
+            try:
+                return await once(server)
+            except _Retry as e:
+                attempts.last = e
+            if attempt < self.config.max_retries:
+                await self._backoff(attempt)
+        raise EngineError(give_up(attempts))
+
     async def _json(
         self, server: _Server, method: str, path: str, body: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """One small request to one server (start-up), retried on transient failures."""
-        attempts = _Attempts()
-        for attempt in range(self.config.max_retries + 1):
+
+        async def once(target: _Server) -> dict[str, Any]:
             try:
-                response = await self._client.request(method, server.url + path, json=body)
+                response = await self._client.request(method, target.url + path, json=body)
                 if response.status_code in RETRYABLE_STATUS:
-                    raise _Retry(f"{server.url}{path}: HTTP {response.status_code}")
-                _raise_for_status(server.url + path, response.status_code, response.text)
+                    raise _Retry(f"{target.url}{path}: HTTP {response.status_code}")
+                raise_for_status(target.url + path, response.status_code, response.text)
                 return dict(response.json())
+            except Exception as e:
+                raise self._failure(target, e) from None
+
+        return await self._retrying(
+            once, lambda _: server, lambda a: f"{server.url} is unreachable: {a.last}"
+        )
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        """One request's output as the core's chunks (the :class:`Backend` contract)."""
+        return self._bridged(request)
+
+    async def _produce(self, request: GenerationRequest, *, emit: Callable[[Any], None]) -> None:
+        body = completion_body(request, self.model)
+
+        async def once(server: _Server) -> None:
+            server.in_flight += 1
+            # Whether the caller has seen any of this attempt's output: until then a failure
+            # (the server dying mid-reply included) can start over elsewhere. A final-only
+            # request hands nothing on before its last chunk.
+            handed_on = False
+            whole = Chunk([], [] if request.logprobs is not None else None)
+            try:
+                events = self._events(server, body)
+                async with contextlib.aclosing(events):  # closing it aborts on the server
+                    async for event in events:
+                        chunk = parse_choice(event, request)
+                        if not request.deltas:  # final-only: one chunk at the end
+                            extend(whole, chunk)
+                            if chunk.finish_reason is None:
+                                continue
+                            chunk = whole
+                        handed_on = True
+                        emit(chunk)
             except Exception as e:
                 failure = self._failure(server, e)
                 if not isinstance(failure, _Retry):
                     raise failure from None
-                attempts.last = failure
-            await self._backoff(attempt)
-        raise EngineError(f"{server.url} is unreachable: {attempts.last}")
+                if handed_on:
+                    server.broken += 1
+                    raise EngineError(
+                        f"{failure!s} after part of the reply was handed on; "
+                        "the request cannot be resumed"
+                    ) from None
+                server.failed_over += 1
+                raise failure from None
+            finally:
+                server.in_flight -= 1
 
-    async def _produce(
-        self, prompt_ids: list[int], params: Any, emit: Callable[[Any], None]
-    ) -> None:
-        from vllm.sampling_params import RequestOutputKind
-
-        body = completion_body(params, prompt_ids, self.model)
-        delta = params.output_kind == RequestOutputKind.DELTA
-        final_only = params.output_kind == RequestOutputKind.FINAL_ONLY
-        want_logprobs = params.logprobs is not None
-        attempts = _Attempts()
         try:
-            for attempt in range(self.config.max_retries + 1):
-                server = self._pick(attempts.tried)
-                attempts.tried.append(server.url)
-                server.in_flight += 1
-                # Whether the caller has seen any of this attempt's output: until then a
-                # failure (the server dying mid-reply included) can start over elsewhere.
-                # A final-only request hands nothing on before its last chunk.
-                handed_on = False
-                ids: list[int] = []
-                logprobs: list[dict[int, _Logprob]] = []
-                try:
-                    chunks = self._chunks(server, body)
-                    async with contextlib.aclosing(chunks):  # closing it aborts on the server
-                        async for chunk in chunks:
-                            new, new_lp, finish = _parse_choice(chunk, want_logprobs)
-                            ids += new
-                            logprobs += new_lp
-                            if final_only and finish is None:
-                                continue
-                            out = (
-                                RemoteCompletion(new, new_lp if want_logprobs else None, finish)
-                                if delta
-                                else RemoteCompletion(
-                                    list(ids), list(logprobs) if want_logprobs else None, finish
-                                )
-                            )
-                            handed_on = True
-                            emit(RemoteOutput([out], finish is not None, server.url))
-                    return
-                except Exception as e:
-                    failure = self._failure(server, e)
-                    if not isinstance(failure, _Retry):
-                        raise failure from None
-                    if handed_on:
-                        server.broken += 1
-                        raise EngineError(
-                            f"{failure!s} after part of the reply was handed on; "
-                            "the request cannot be resumed"
-                        ) from None
-                    server.failed_over += 1
-                    attempts.last = failure
-                finally:
-                    server.in_flight -= 1
-                if attempt < self.config.max_retries:
-                    await self._backoff(attempt)
-            raise EngineError(
-                f"no server could serve the request after {len(attempts.tried)} attempts; "
-                f"last: {attempts.last}"
+            await self._retrying(
+                once,
+                self._pick,
+                lambda a: (
+                    f"no server could serve the request after {len(a.tried)} attempts; "
+                    f"last: {a.last}"
+                ),
             )
         except asyncio.CancelledError:
             # The connection is closed by now, which makes vLLM abort the request.
@@ -423,7 +380,7 @@ class RemoteEngine(LoopBridge):
         finally:
             emit(_DONE)
 
-    async def _chunks(self, server: _Server, body: dict[str, Any]) -> Any:
+    async def _events(self, server: _Server, body: dict[str, Any]) -> AsyncGenerator[Any, None]:
         """The server-sent events of one streamed completion, as parsed JSON."""
         url = server.url + "/v1/completions"
         async with self._client.stream("POST", url, json=body) as response:
@@ -431,17 +388,13 @@ class RemoteEngine(LoopBridge):
                 raise _Retry(f"{url}: HTTP {response.status_code}")
             if response.status_code >= 400:
                 text = (await response.aread()).decode(errors="replace")
-                _raise_for_status(url, response.status_code, text)
+                raise_for_status(url, response.status_code, text)
             async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == "[DONE]":
+                event = read_event(url, line)
+                if event == DONE:
                     return
-                chunk = json.loads(payload)
-                if "error" in chunk:  # a streamed reply reports failures in-band
-                    _raise_for_status(url, _status(chunk), json.dumps(chunk))
-                yield chunk
+                if event is not None:
+                    yield event
         # A reply cut off cleanly (a proxy, a server going away): like a dropped connection.
         raise _Retry(f"{url}: the reply ended without [DONE]")
 
@@ -471,47 +424,6 @@ class RemoteEngine(LoopBridge):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _parse_choice(
-    chunk: dict[str, Any], want_logprobs: bool
-) -> tuple[list[int], list[dict[int, _Logprob]], str | None]:
-    choice = chunk["choices"][0]
-    ids = [int(t) for t in choice.get("token_ids") or []]
-    lps: list[dict[int, _Logprob]] = []
-    if want_logprobs:
-        values = (choice.get("logprobs") or {}).get("token_logprobs") or []
-        if len(values) != len(ids):
-            raise EngineError("the server returned log-probabilities that do not match tokens")
-        lps = [{t: _Logprob(float(v))} for t, v in zip(ids, values, strict=True)]
-    return ids, lps, choice.get("finish_reason")
-
-
-def _message(payload: Any) -> str:
-    error = payload.get("error", payload) if isinstance(payload, dict) else payload
-    if isinstance(error, dict):
-        return str(error.get("message") or error)
-    return str(error)
-
-
-def _status(chunk: dict[str, Any]) -> int:
-    error = chunk.get("error")
-    code = error.get("code") if isinstance(error, dict) else None
-    return code if isinstance(code, int) and code >= 400 else 500
-
-
-def _raise_for_status(url: str, status: int, text: str) -> None:
-    if status < 400:
-        return
-    try:
-        message = _message(json.loads(text))
-    except ValueError:
-        message = text[:500]
-    if status in (400, 422):
-        raise ValueError(f"{url} rejected the request: {message}")
-    if status == 404:
-        raise EngineError(f"{url}: not found ({message}); is it a vLLM server with this model?")
-    raise EngineError(f"{url}: HTTP {status}: {message}")
 
 
 def _load_tokenizer(source: str) -> Any:

@@ -1,0 +1,81 @@
+"""The single-pass strategy: one engine request per item, forced inside the engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+from s1_integrations.core.forcing import Phase
+from s1_integrations.core.results import FinalResult, StreamEvent
+from s1_integrations.core.sampling import SamplingOptions, sample_options, signal_logprobs
+from s1_integrations.core.strategy import StrategyBase, Tagged
+from s1_integrations.core.tracking import Prepared
+
+
+class SinglePass(StrategyBase):
+    """The budget's plan travels with the request; the engine's logits processor applies it."""
+
+    def sources(
+        self, items: list[Prepared], options: SamplingOptions, streaming: bool
+    ) -> list[AsyncGenerator[Tagged, None]]:
+        return [self._tagged(item, options, streaming) for item in items]
+
+    async def _tagged(
+        self, item: Prepared, options: SamplingOptions, streaming: bool
+    ) -> AsyncGenerator[Tagged, None]:
+        async for event in self.events(item, options, streaming):
+            yield item.index, event
+
+    async def events(
+        self, item: Prepared, options: SamplingOptions, streaming: bool = True
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """One engine request; ``streaming=False`` when only the final result is wanted.
+
+        Without a caller waiting for deltas, no stop strings to watch and no schema to hand
+        over to, the backend is asked for the finished output alone instead of one chunk per
+        step, and the tracker reads it in one go. Forced tokens are told apart by their
+        log-probability only where the plan can insert phrases (the only place the replay
+        needs to know, see :class:`Replayer`); caps and answer caps replay from counts.
+        """
+        own = sample_options(options, item.sample)
+        structured = own.answer_schema is not None
+        needs_flags = item.plan.needs_extensions
+        wants_logprobs = needs_flags or item.answer_logprobs
+        adaptive = item.plan.adaptive  # the top-1 of each step, for the signal values reported
+        request = own.request(
+            item.prompt_ids,
+            item.max_tokens,
+            deltas=streaming or bool(own.stop) or structured,
+            logprobs=signal_logprobs(own) if adaptive else 0 if wants_logprobs else None,
+            top1=adaptive,
+            forcing=item.plan.to_extra_args(),
+            # A constrained answer is a second, grammar-bound request: stop at the delimiter.
+            stop_token_ids=tuple(item.plan.end) if structured else (),
+        )
+        tracker = self.tracker(item, own)
+        output_ids: list[int] = []
+        stream = self.backend.stream(request)
+        try:
+            async for chunk in stream:
+                ids = chunk.token_ids
+                output_ids.extend(ids)
+                logprobs = chunk.logprobs if wants_logprobs else None
+                if needs_flags and logprobs is not None:
+                    forced = [value == 0.0 for value in logprobs]
+                else:
+                    forced = [False] * len(ids)
+                for event in tracker.feed(ids, forced, top1=chunk.top1, logprobs=logprobs):
+                    yield event
+                if tracker.stopped_by_string:
+                    break  # closing the stream aborts the request in the engine
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        if structured:
+            for event in tracker.feed([], [], final=True):  # classify the whole thinking
+                yield event
+        if structured and tracker.state.phase is Phase.ANSWERING:
+            answer, logprobs = await self.answer_round(item, output_ids, 0, options)
+            for event in tracker.feed(answer, [False] * len(answer), logprobs=logprobs):
+                yield event
+        for event in tracker.feed([], [], final=True):
+            yield event
+        yield FinalResult(result=tracker.result(self.model_name))
