@@ -1,8 +1,8 @@
 """Provider knobs, budget resolution and the adapters' shared settings, without an engine.
 
-The engine tests (tests/test_agents.py) check that each knob's budget is the one the engine
-runs, with exact counts; here the mapping itself is checked, entry by entry, through the core
-function and through both adapters' resolution, which must agree.
+The engine tests (tests/integration/test_agents.py) check that each knob's budget is the one
+the engine runs, with exact counts; here the mapping itself is checked, entry by entry,
+through the core function and through both adapters' resolution, which must agree.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A program that owns a real engine, is generating, and then ends the way it is told.
 
-Run as ``python tests/lifecycle_owner.py MODE`` by ``tests/test_lifecycle.py``. It prints
+Run as ``python tests/integration/lifecycle_owner.py MODE`` by ``test_lifecycle.py``. It prints
 ``generating`` on stdout once a request is in flight in the engine, then:
 
 - ``wait``: keeps generating until something outside ends it (SIGTERM, SIGKILL, SIGINT);

@@ -479,7 +479,7 @@ def test_serve_runs_vllms_own_server_with_processed_logprobs() -> None:
         "4",
         "--dtype",
         "float32",
-        # What serve adds for any OpenAI client (tests/test_openai_clients.py drives them).
+        # What serve adds for any OpenAI client (test_openai_clients.py drives them).
         "--reasoning-parser",
         "qwen3",
         "--chat-template",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from test_generator import check_consistent
 
 from s1_integrations import BudgetForcedResult, ThinkingBudget, VotedResult, normalise_answer
 from s1_integrations.toy.problems import extract_answer
-from test_generator import check_consistent
 
 pytestmark = pytest.mark.engine
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # ``bench`` lives beside ``src``, not inside the package
     sys.path.insert(0, str(ROOT))
 

@@ -1,6 +1,6 @@
 """No engine process outlives its owner, however the owner ends (issue 19).
 
-Each test starts a real owner in a child process: ``tests/lifecycle_owner.py`` (a program
+Each test starts a real owner in a child process: ``lifecycle_owner.py`` (a program
 that owns a ``BudgetForcedGenerator()`` on the toy model and is generating), or
 ``s1-integrations serve`` with a completion streaming from it. It then ends the owner one way
 and asserts, by PID, that every process the owner had started (vLLM's engine core and worker,

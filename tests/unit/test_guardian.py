@@ -1,9 +1,9 @@
 """The guardian (``engine/lifetime.py``) on plain processes: fast, no vLLM.
 
 The end-to-end checks against the real engine and ``s1-integrations serve`` are in
-``tests/test_lifecycle.py``; these pin the guardian's own rules: it ends the processes it
-watches and their descendants when the owner dies, escalates to SIGKILL for a process that
-ignores SIGTERM, and leaves everything alone once released.
+``tests/integration/test_lifecycle.py``; these pin the guardian's own rules: it ends the
+processes it watches and their descendants when the owner dies, escalates to SIGKILL for a
+process that ignores SIGTERM, and leaves everything alone once released.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from servers import S1Serve
 
 pytestmark = pytest.mark.remote
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "What is 12 + 34?"
 CAP = 6  # below the toy's shortest natural thinking: the cap binds
 
