@@ -383,7 +383,7 @@ def test_every_cap_and_extension_count_on_every_format(tiny) -> None:
         for r, b in zip(both(gen, ["hi"] * len(budgets), budgets), budgets, strict=True):
             assert r.thinking_tokens <= (b.max_thinking_tokens or 0)
             assert r.thinking_ended_by is not None and r.finish_reason == "stop"
-            multi = len(gen.end_ids) > 1 and b.needs_extensions
+            multi = len(gen.end_ids) > 1 and gen.plan_for(b).needs_extensions
             assert r.strategy == ("rounds" if multi else "single_pass")
 
 

@@ -35,7 +35,6 @@ from pydantic import BaseModel, Field, ValidationError
 from s1_integrations import BudgetForcedResult, ThinkingBudget
 from s1_integrations.adapters import shared as adapters_shared
 from s1_integrations.adapters.llama_index import (
-    SUPPORTS_ANSWER_SCHEMA,
     BudgetForcedLLM,
     reasoning_tool,
     to_generator_messages,
@@ -422,11 +421,6 @@ def test_structured_predict_parses_the_answer_not_the_thinking(generator, llm, r
     assert expected.thinking.strip() not in str(failure.value)
 
 
-@pytest.mark.xfail(
-    not SUPPORTS_ANSWER_SCHEMA,
-    reason="the generator has no answer_schema (constrained decoding) for the toy to use",
-    strict=True,
-)
 async def test_structured_predict_constrained(generator, llm, recorder) -> None:
     prompt = PromptTemplate("Is {a} + {b} = 532?")
     out = llm.structured_predict(Check, prompt, llm_kwargs={"max_thinking_tokens": 64}, a=473, b=59)

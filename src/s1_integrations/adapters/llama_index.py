@@ -102,7 +102,6 @@ __all__ = ["BudgetForcedLLM", "reasoning_tool", "to_generator_messages"]
 CALL_KWARGS: frozenset[str] = frozenset(
     {*CALL_SETTINGS, "tools", "tool_choice", "allow_parallel_tool_calls", "response_format"}
 )
-SUPPORTS_ANSWER_SCHEMA = "answer_schema" in SamplingOptions.model_fields
 
 
 # -- messages ----------------------------------------------------------------------------

@@ -120,11 +120,6 @@ class ThinkingBudget(BaseModel):
                 )
         return self
 
-    @property
-    def needs_extensions(self) -> bool:
-        adaptive = self.adaptive is not None and self.adaptive.max_extensions > 0
-        return self.min_thinking_tokens > 0 or self.extensions > 0 or adaptive
-
 
 BudgetLike = ThinkingBudget | dict | None
 

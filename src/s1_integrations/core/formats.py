@@ -48,7 +48,6 @@ THINK_TAGS = ThinkingFormat(name="think-tags", start="<think>", end="</think>")
 #: s1's own format: ``<|im_start|>think ... <|im_start|>answer``.
 S1_FORMAT = ThinkingFormat(name="s1", start="<|im_start|>think", end="<|im_start|>answer")
 
-KNOWN_FORMATS = (THINK_TAGS, S1_FORMAT)
 
 
 def detect_format(tokenizer: TokenizerLike) -> ThinkingFormat:
