@@ -196,14 +196,14 @@ def test_scaling(generator: Any) -> None:
     check_report(report, [f"{label}single-pass vs plain vLLM" for label in labels])
     assert all(r.ours.tokens_per_s > 0 and r.other.tokens_per_s > 0 for r in report.rows)
     # The context rows' prompts hold that much context before the very same questions: the
-    # passages re-tokenize to about the tokens cut (a few merge or split at the cut), and the
-    # system turn around them is a fixed few tokens more.
+    # same growth for every question, the tokens cut plus the system turn around them (34
+    # tokens on the toy: its wrapper and "Context information is below.").
     asked = bench_questions(TINY.batch_size)
     bare = [len(it.prompt_ids) for it in generator.prepare(asked)]
     for n in TINY.scaling_contexts:
         padded = generator.prepare(scaling.with_context(generator, asked, n))
-        grown = [len(it.prompt_ids) - k for it, k in zip(padded, bare, strict=True)]
-        assert all(n - 5 <= g <= n + 30 for g in grown), grown
+        grown = {len(it.prompt_ids) - k for it, k in zip(padded, bare, strict=True)}
+        assert len(grown) == 1 and n <= min(grown) <= n + 40, grown
 
 
 @pytest.mark.engine
