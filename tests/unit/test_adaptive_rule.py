@@ -23,6 +23,7 @@ from s1_integrations.core.forcing import (
     Replayer,
     replay,
 )
+from s1_integrations.core.plans import PlanBuilder
 from s1_integrations.engine.processor import BudgetForcingLogitsProcessor, top1_logprobs
 
 V = 16
@@ -247,11 +248,13 @@ def test_unknown_signal_error_lists_the_known_ones() -> None:
         AdaptivePolicy(signal="entropy")
 
 
-def test_fixed_extensions_and_a_policy_exclude_each_other() -> None:
+def test_fixed_extensions_and_a_policy_exclude_each_other(tokenizer) -> None:
     with pytest.raises(ValidationError, match=r"extensions \(2\) and adaptive"):
         ThinkingBudget(extensions=2, adaptive={})  # type: ignore[arg-type]
     budget = ThinkingBudget(adaptive={})  # type: ignore[arg-type]
-    assert budget.adaptive == AdaptivePolicy() and budget.needs_extensions
+    # A policy may insert phrases, so its plan marks forced tokens as extensions' plans do.
+    assert budget.adaptive == AdaptivePolicy()
+    assert PlanBuilder(tokenizer).plan_for(budget).needs_extensions
 
 
 @pytest.mark.parametrize(
