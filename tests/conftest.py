@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 
 import pytest
 
-from s1_integrations import toy_model_path
+from s1_integrations import heldout_path, toy_model_path
 
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 # test_reliability reads the processor's state inside the worker process by sending a function
@@ -19,6 +20,13 @@ ENGINE_ARGS = {"dtype": "float32", "seed": 0, "max_num_seqs": 128}
 
 
 TOY = str(toy_model_path())
+
+
+def heldout(difficulty: str, n: int) -> list[dict]:
+    """The first n held-out problems of one difficulty ("easy" or "hard"), as shipped."""
+    with open(heldout_path(), encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [r for r in rows if r["difficulty"] == difficulty][:n]
 
 
 @pytest.fixture(scope="session")

@@ -7,21 +7,14 @@ column check that is right on both. Each test states what the policy must do on 
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from s1_integrations import ExtensionInserted, FinalResult, ThinkingBudget, heldout_path
+from conftest import heldout
+from s1_integrations import ExtensionInserted, FinalResult, ThinkingBudget
 from s1_integrations.core.adaptive import DEFAULT_THRESHOLD
 from s1_integrations.core.results import BudgetForcedResult
 
 pytestmark = pytest.mark.engine
-
-
-def heldout(difficulty: str, n: int) -> list[dict]:
-    with open(heldout_path(), encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return [r for r in rows if r["difficulty"] == difficulty][:n]
 
 
 EASY = [r["question"] for r in heldout("easy", 3)]

@@ -20,7 +20,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import TOY
+from conftest import TOY, heldout
 from s1_integrations import BudgetForcedGenerator, ThinkingBudget
 from s1_integrations.core.forcing import ForcingState, replay
 from s1_integrations.core.plans import PlanBuilder
@@ -154,6 +154,28 @@ def test_plain_word_budgets_are_honoured_exactly(
     )
     assert choice.message.content == builder.tokenizer.decode(answer)
     assert reply.usage.completion_tokens_details.reasoning_tokens == len(thinking)
+
+
+@pytest.mark.parametrize(
+    "xargs",
+    [{"adaptive": True}, {"adaptive_threshold": 0.45}, {"adaptive": '{"max_extensions": 1}'}],
+)
+def test_the_adaptive_policy_in_plain_words_extends_where_the_model_is_unsure(
+    client: openai.OpenAI, builder: PlanBuilder, xargs: dict[str, Any]
+) -> None:
+    """The default policy (threshold 0.45) on the toy: a Wait on a hard problem, none on an
+    easy one (docs/adaptive.md measures the gap between their signals on the held-out set)."""
+    budget = ThinkingBudget(adaptive={})
+    hard, easy = heldout("hard", 1)[0], heldout("easy", 1)[0]
+    (unsure,) = create(client, xargs, question=hard["question"]).choices
+    (sure,) = create(client, xargs, question=easy["question"]).choices
+    unsure_state, sure_state = checked(builder, budget, unsure), checked(builder, budget, sure)
+    assert len(unsure_state.extension_positions) == 1
+    assert unsure_state.ended_by == "model"  # its one extension spent, the model ended
+    assert unsure.message.content.strip() == f"The answer is {hard['answer']}."
+    assert sure_state.extension_positions == []
+    assert sure_state.ended_by == "policy"
+    assert sure.message.content.strip() == f"The answer is {easy['answer']}."
 
 
 def test_the_same_budget_without_words_thinks_naturally(

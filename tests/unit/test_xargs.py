@@ -13,6 +13,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from s1_integrations import ThinkingBudget, toy_model_path
+from s1_integrations.core.adaptive import AdaptivePolicy
 from s1_integrations.core.forcing import ForcingPlan
 from s1_integrations.core.knobs import DEFAULT_EFFORT_TABLE
 from s1_integrations.core.plans import PlanBuilder
@@ -75,6 +76,46 @@ def test_phrases_as_a_list_and_every_field_arrive(builder: PlanBuilder) -> None:
     assert plan.breaks  # the soft landing's break tokens, classified by the server
 
 
+@pytest.mark.parametrize(
+    ("words", "policy"),
+    [
+        ({"adaptive": True}, AdaptivePolicy()),
+        ({"adaptive": 1}, AdaptivePolicy()),
+        ({"adaptive": "true"}, AdaptivePolicy()),
+        (
+            {"adaptive": '{"threshold": 0.3, "max_extensions": 2}'},
+            AdaptivePolicy(threshold=0.3, max_extensions=2),
+        ),
+        ({"adaptive_threshold": 0.6}, AdaptivePolicy(threshold=0.6)),
+        (
+            {"adaptive_signal": "mean_top1", "adaptive_max_extensions": 3},
+            AdaptivePolicy(signal="mean_top1", max_extensions=3),
+        ),
+        (
+            {"adaptive": '{"signal": "mean_top1"}', "adaptive_threshold": 0.2},
+            AdaptivePolicy(signal="mean_top1", threshold=0.2),
+        ),
+        ({"adaptive": False}, None),
+        ({"adaptive": "false"}, None),
+    ],
+)
+def test_the_adaptive_policy_in_plain_words(
+    builder: PlanBuilder, words: dict[str, object], policy: AdaptivePolicy | None
+) -> None:
+    budget = plain_budget({"max_thinking_tokens": 64, **words})
+    assert budget.adaptive == policy
+    plan = ForcingPlan.from_extra_args(
+        str(resolved(builder, {"max_thinking_tokens": 64, **words})["s1_budget"])
+    )
+    assert plan == builder.plan_for(ThinkingBudget(max_thinking_tokens=64, adaptive=policy))
+    if policy is not None:
+        assert (plan.adaptive_signal, plan.adaptive_threshold, plan.adaptive_max) == (
+            policy.signal,
+            policy.threshold,
+            policy.max_extensions,
+        )
+
+
 def test_resolving_twice_changes_nothing(builder: PlanBuilder) -> None:
     once = resolved(builder, {"max_thinking_tokens": 3})
     assert resolved(builder, once) == once
@@ -102,6 +143,15 @@ def test_no_keys_of_ours_is_left_alone(builder: PlanBuilder) -> None:
         ({"conclusion": "so the answer is", "max_thinking_tokens": 2}, r"vllm_xargs\.conclusion"),
         ({"reasoning_effort": "none", "max_thinking_tokens": 5}, "reasoning_effort='none' means"),
         ({"max_thinking_tokens": 8, "s1_budget": "{}"}, "both give a budget"),
+        ({"adaptive_treshold": 0.3}, "did you mean 'adaptive_threshold'"),
+        ({"adaptive_threshold": 1.5}, r"vllm_xargs\.adaptive_threshold: .*less than or equal"),
+        ({"adaptive_signal": "entropy"}, r"vllm_xargs\.adaptive_signal: unknown signal"),
+        ({"adaptive_max_extensions": -1}, r"vllm_xargs\.adaptive_max_extensions: .*greater"),
+        ({"adaptive": "yes"}, r"vllm_xargs\.adaptive: 'yes' is not true, false or a JSON"),
+        ({"adaptive": '{"treshold": 0.3}'}, r"vllm_xargs\.adaptive: .*[Ee]xtra"),
+        ({"adaptive": '{"threshold": 0.3}', "adaptive_threshold": 0.4}, "both set threshold"),
+        ({"adaptive": False, "adaptive_threshold": 0.4}, "adaptive is off but"),
+        ({"adaptive": True, "extensions": 2}, "exclude each other"),
     ],
 )
 def test_typos_and_bad_values_are_refused_naming_the_key(
@@ -123,7 +173,14 @@ def test_vllms_thinking_token_budget_beside_ours_is_a_conflict(
 
 
 def test_keys_that_look_like_ours() -> None:
-    for key in ("s1_anything", "max_thinking", "answer_tokens_max", "effort", "extensionz"):
+    for key in (
+        "s1_anything",
+        "max_thinking",
+        "answer_tokens_max",
+        "effort",
+        "extensionz",
+        "adaptive_x",
+    ):
         assert looks_like_ours(key), key
     for key in ("session_id", "kv_transfer_params", "ec_transfer_params", "my_processor_k"):
         assert not looks_like_ours(key), key

@@ -49,7 +49,6 @@ THINK_TAGS = ThinkingFormat(name="think-tags", start="<think>", end="</think>")
 S1_FORMAT = ThinkingFormat(name="s1", start="<|im_start|>think", end="<|im_start|>answer")
 
 
-
 def detect_format(tokenizer: TokenizerLike) -> ThinkingFormat:
     """Recognise the thinking format from the tokenizer's vocabulary and chat template.
 

@@ -3,8 +3,10 @@
 An ordinary OpenAI client (curl, the ``openai`` SDK, LangChain's ``ChatOpenAI``) cannot build
 ``s1_budget``, whose settings are token ids of the served model. So the processor also takes
 the budget's own field names (``max_thinking_tokens``, ``extensions``, ``extension_phrases``,
-...) and ``reasoning_effort``, and turns them into ``s1_budget`` here, in the API server, with
-the served model's tokenizer and detected thinking format, before vLLM schedules anything.
+...), the adaptive policy (``adaptive``, or its fields flat as ``adaptive_threshold`` and the
+like, since ``vllm_xargs`` holds no objects) and ``reasoning_effort``, and turns them into
+``s1_budget`` here, in the API server, with the served model's tokenizer and detected thinking
+format, before vLLM schedules anything.
 
 Nothing is silently ignored: a ``vllm_xargs`` key that looks like one of ours but is not (a
 typo) or a value that does not fit is refused with a ``ValueError`` naming it (vLLM answers
@@ -31,6 +33,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from s1_integrations.core.adaptive import AdaptivePolicy
 from s1_integrations.core.budget import BudgetError, ThinkingBudget
 from s1_integrations.core.forcing import EXTRA_ARGS_KEY
 from s1_integrations.core.knobs import (
@@ -47,12 +50,23 @@ from s1_integrations.engine.argv import flag_value
 
 #: The per-request effort knob; its levels are the effort table's.
 EFFORT_KEY = "reasoning_effort"
-#: Plain-word keys: the budget's own field names, and the effort level.
-PLAIN_KEYS: frozenset[str] = frozenset({*BUDGET_FIELDS, EFFORT_KEY})
+#: The adaptive policy's fields as flat keys (``vllm_xargs`` holds no objects): each one
+#: sets that field of ``ThinkingBudget.adaptive``, the others keep their defaults.
+ADAPTIVE_KEYS: dict[str, str] = {f"adaptive_{name}": name for name in AdaptivePolicy.model_fields}
+#: Plain-word keys: the budget's own field names, the policy's flat keys, the effort level.
+PLAIN_KEYS: frozenset[str] = frozenset({*BUDGET_FIELDS, *ADAPTIVE_KEYS, EFFORT_KEY})
 #: Every ``vllm_xargs`` key the processor reads.
 OUR_KEYS: frozenset[str] = frozenset({*PLAIN_KEYS, EXTRA_ARGS_KEY})
 #: Words that make a key ours for the typo check (other processors' keys pass untouched).
-_OUR_WORDS = ("thinking", "extension", "effort", "conclusion", "landing", "answer_token")
+_OUR_WORDS = (
+    "thinking",
+    "extension",
+    "effort",
+    "conclusion",
+    "landing",
+    "answer_token",
+    "adaptive",
+)
 
 TOKENIZER_ENV = "S1_SERVED_TOKENIZER"
 EFFORT_TABLE_ENV = "S1_EFFORT_TABLE"
@@ -146,6 +160,63 @@ def served_builder() -> PlanBuilder:
         raise ValueError(f"vllm_xargs: cannot resolve budgets for {source!r}: {e}") from None
 
 
+def _policy(words: Mapping[str, Any]) -> dict[str, Any]:
+    """The plain words with the adaptive policy folded into one ``adaptive`` value.
+
+    ``adaptive`` itself is ``true`` (or 1) for the default policy, ``false`` (or 0) for none,
+    or a JSON object of the policy's fields; ``adaptive_signal``, ``adaptive_threshold`` and
+    ``adaptive_max_extensions`` set one field each. ``ValueError`` names the key at fault.
+    """
+    flat = {ADAPTIVE_KEYS[k]: v for k, v in words.items() if k in ADAPTIVE_KEYS}
+    out = {k: v for k, v in words.items() if k not in ADAPTIVE_KEYS}
+    if "adaptive" not in out and not flat:
+        return out
+    policy: dict[str, Any] | None = {}
+    if "adaptive" in out:
+        policy = _policy_value(out["adaptive"])
+        if policy is None and flat:
+            raise ValueError(
+                f"vllm_xargs: adaptive is off but {sorted(f'adaptive_{k}' for k in flat)} "
+                "set its fields; send one of them"
+            )
+        twice = sorted(set(flat) & set(policy or {}))
+        if twice:
+            raise ValueError(
+                f"vllm_xargs: adaptive and adaptive_{twice[0]} both set {twice[0]}; send one"
+            )
+    if policy is not None:
+        policy = {**policy, **flat}
+        try:
+            AdaptivePolicy.model_validate(policy)
+        except ValidationError as e:
+            first = e.errors()[0]
+            name = str(first["loc"][0]) if first["loc"] else ""
+            key = f"adaptive_{name}" if name in flat else "adaptive"
+            message = str(first["msg"]).removeprefix("Value error, ")
+            raise ValueError(f"vllm_xargs.{key}: {message}") from None
+    out["adaptive"] = policy
+    return out
+
+
+def _policy_value(value: Any) -> dict[str, Any] | None:
+    """``adaptive``'s value: the policy's fields, or None (no policy)."""
+    if value in (True, 1, "true"):
+        return {}
+    if value in (False, 0, "false"):
+        return None
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            return parsed
+    raise ValueError(
+        f"vllm_xargs.adaptive: {value!r} is not true, false or a JSON object of the policy's "
+        f"fields {list(AdaptivePolicy.model_fields)}"
+    )
+
+
 def plain_budget(
     words: Mapping[str, Any], effort_table: EffortTable | None = None
 ) -> ThinkingBudget:
@@ -156,6 +227,7 @@ def plain_budget(
     conflict rules the adapters use (``reasoning_effort="none"`` with a cap above 0 is a
     conflict, not a silent winner).
     """
+    words = _policy(words)
     for key, value in words.items():
         if key == EFFORT_KEY:
             if value not in EFFORT_LEVELS:
