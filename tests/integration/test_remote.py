@@ -520,6 +520,7 @@ def test_a_killed_server_fails_pending_and_later_calls_and_the_fleet_carries_on(
     alone = BudgetForcedGenerator.from_servers(doomed.url, **FAST_FAIL)
     fleet = BudgetForcedGenerator.from_servers([doomed.url, healthy.url], **FAST_FAIL)
     errors: list[BaseException] = []
+    seen: list[tuple[float, Any]] = []  # (when, event): says what happened if this fails
     streaming = threading.Event()
 
     # Thinking that takes most of the context: the server is still generating when it is
@@ -528,7 +529,8 @@ def test_a_killed_server_fails_pending_and_later_calls_and_the_fleet_carries_on(
 
     def pending() -> None:
         try:
-            for _ in alone.stream("What is 12 + 34?", long):
+            for event in alone.stream("What is 12 + 34?", long):
+                seen.append((time.monotonic(), event))
                 streaming.set()
         except BaseException as e:
             errors.append(e)
@@ -536,10 +538,16 @@ def test_a_killed_server_fails_pending_and_later_calls_and_the_fleet_carries_on(
     worker = threading.Thread(target=pending)
     worker.start()
     assert streaming.wait(timeout=120)
+    killed = time.monotonic()
     doomed.kill()
     worker.join(timeout=60)
     assert not worker.is_alive()
-    assert len(errors) == 1
+    story = (
+        f"{len(seen)} events, the first {killed - seen[0][0]:.3f} s before the kill, the last "
+        f"{seen[-1][0] - killed:.3f} s after it: {type(seen[-1][1]).__name__} "
+        f"{repr(seen[-1][1])[:300]}"
+    )
+    assert len(errors) == 1, story
     assert isinstance(errors[0], EngineError)
     assert doomed.url in str(errors[0])
 

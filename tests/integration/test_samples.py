@@ -48,6 +48,24 @@ def test_a_seeded_run_is_reproducible_and_its_first_sample_is_the_single_run(gen
     assert single.token_ids == a.samples[0].token_ids
 
 
+async def test_agenerate_samples_as_generate_does(generator) -> None:
+    budgets = [ThinkingBudget(max_thinking_tokens=6), ThinkingBudget(extensions=1)]
+    questions = ["What is 12 + 34?", HARD]
+    before = generator.engine.submitted_requests
+    voted = await generator.agenerate(questions, budgets, n=3, **WARM)
+    assert generator.engine.submitted_requests - before == 6  # 3 samples of 2 prompts
+    expected = generator.generate(questions, budgets, n=3, **WARM)
+    assert [type(r) for r in voted] == [VotedResult, VotedResult]
+    for got, want in zip(voted, expected, strict=True):
+        assert isinstance(got, VotedResult) and isinstance(want, VotedResult)
+        assert [s.token_ids for s in got.samples] == [s.token_ids for s in want.samples]
+        assert got.vote == want.vote
+    assert [(s.thinking_tokens, s.thinking_ended_by) for s in voted[0].samples] == [
+        (6, "budget")
+    ] * 3
+    assert [s.extensions for s in voted[1].samples] == [1] * 3
+
+
 def test_the_result_is_the_winning_sample_and_the_vote_counts_every_answer(generator) -> None:
     (result,) = generator.generate(HARD, None, n=6, temperature=1.0, seed=11)
     assert isinstance(result, VotedResult)
@@ -112,9 +130,15 @@ def test_a_custom_normaliser_decides_what_counts_as_the_same_answer(generator) -
         ({"n": 2, "normalise": "lower"}, "normalise"),
     ],
 )
-def test_bad_samples_and_votes_are_rejected_before_the_engine(generator, kwargs, match) -> None:
+async def test_bad_samples_and_votes_are_rejected_before_the_engine(
+    generator, kwargs, match
+) -> None:
+    before = generator.engine.submitted_requests
     with pytest.raises(ValueError, match=match):
         generator.generate(HARD, None, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        await generator.agenerate(HARD, None, **kwargs)
+    assert generator.engine.submitted_requests == before  # nothing reached vLLM
     assert generator.engine.num_unfinished_requests() == 0
     (r,) = generator.generate("What is 11 + 22?")  # the engine still serves
     assert extract_answer(r.answer) == "33"

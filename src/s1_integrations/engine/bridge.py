@@ -60,6 +60,17 @@ class LoopBridge:
         """
         raise NotImplementedError
 
+    def _cancelled(self) -> EngineError:
+        """What a caller still waiting is told when its request's work was cancelled.
+
+        A stream ends normally only when its request finished: a cancellation the caller did
+        not ask for (closing the backend, or one escaping a library's own cancel scopes) must
+        not read as a complete output. When the caller itself left, nobody reads this.
+        """
+        if self._closed:
+            return EngineClosedError("the engine was closed while this request was running")
+        return EngineError("the request was cancelled before it finished")
+
     def _after_stream(self) -> None:
         """A hook to raise if the backend died while the stream ended normally."""
 
@@ -145,8 +156,7 @@ class LoopBridge:
                 async for item in agen:
                     inbox.put(item)
             except asyncio.CancelledError:
-                if self._closed:
-                    inbox.put(EngineClosedError("the engine was closed during this stream"))
+                inbox.put(self._cancelled())  # read only if the caller is not the one that left
                 raise
             except Exception as e:
                 inbox.put(e)

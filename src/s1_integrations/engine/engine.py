@@ -107,6 +107,7 @@ class InProcessEngine(LoopBridge):
         self.model = model
         super().__init__("s1-vllm-engine")
         self._ids = itertools.count()
+        self._submitted = 0
         self._llm: Any = None
         self._froze_gc = False
         # vLLM's engine core does not notice its owner's death (SIGTERM, SIGKILL, os._exit):
@@ -232,6 +233,7 @@ class InProcessEngine(LoopBridge):
         from vllm.inputs import TokensPrompt
 
         request_id = f"s1-{next(self._ids)}"
+        self._submitted += 1
         try:
             async for output in self._llm.generate(
                 TokensPrompt(prompt_token_ids=prompt_ids), params, request_id
@@ -240,13 +242,17 @@ class InProcessEngine(LoopBridge):
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await self._llm.abort(request_id)
-            if self._closed:
-                emit(EngineClosedError("the engine was closed while this request was running"))
+            emit(self._cancelled())  # read only if the caller is not the one that left
             raise
         except Exception as e:
             emit(_as_request_error(e))
         finally:
             emit(_DONE)
+
+    @property
+    def submitted_requests(self) -> int:
+        """Requests handed to vLLM since start-up: what a check "before the engine" leaves alone."""
+        return self._submitted
 
     def num_unfinished_requests(self) -> int:
         self._check_alive()

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from s1_integrations.core.backend import Chunk, GenerationRequest
 from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan
-from s1_integrations.engine.bridge import _DONE, EngineClosedError, EngineError, LoopBridge
+from s1_integrations.engine.bridge import _DONE, EngineError, LoopBridge
 from s1_integrations.engine.wire import (
     DONE,
     RETRYABLE_STATUS,
@@ -371,9 +371,9 @@ class RemoteEngine(LoopBridge):
                 ),
             )
         except asyncio.CancelledError:
-            # The connection is closed by now, which makes vLLM abort the request.
-            if self._closed:
-                emit(EngineClosedError("the engine was closed while this request was running"))
+            # The connection is closed by now, which makes vLLM abort the request. The caller
+            # is told, unless it is the one that left (then nobody reads this).
+            emit(self._cancelled())
             raise
         except Exception as e:
             emit(e)
