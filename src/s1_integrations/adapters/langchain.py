@@ -271,8 +271,8 @@ class ChatBudgetForced(BaseChatModel, AdapterSettings):
         name) holds the answer to a call of the tools' schemas by constrained decoding, so
         the call is always well-formed. (The toy cannot read arguments out of a question,
         hence its ``a`` and ``b``; a real model fills them from its thinking.) With
-        ``tool_choice="auto"`` or ``None`` the model decides, and its ``<tool_call>`` text
-        is parsed.
+        ``tool_choice="auto"`` or ``None`` the model decides; each ``<tool_call>`` block it
+        opens is held to one of the bound tools, then parsed.
 
     Structured output:
         .. code-block:: python

@@ -24,7 +24,8 @@ How the thinking travels (the convention of llama-index-llms-ollama and -openai)
 As a ``FunctionCallingLLM`` it runs ``FunctionAgent`` and ``AgentWorkflow`` itself: a forced
 choice (``tool_required=True``, or ``tool_choice`` a tool's name as ``FunctionAgent``'s
 ``initial_tool_choice`` sends it) constrains the answer to one call after free thinking; a
-free choice reads ``<tool_call>`` blocks from the answer, several when the model writes several.
+free choice reads ``<tool_call>`` blocks from the answer, several when the model writes several,
+each held to one of the tools as it is generated.
 """
 
 from __future__ import annotations

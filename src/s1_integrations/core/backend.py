@@ -58,6 +58,9 @@ class GenerationRequest:
     forcing: dict[str, Any] | None = None
     #: A JSON schema the output must follow (structured outputs).
     json_schema: dict[str, Any] | None = None
+    #: A structural tag the output must follow (structured outputs): free text, except that
+    #: each of its triggers starts a block held to that block's schema.
+    structural_tag: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

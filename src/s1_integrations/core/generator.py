@@ -18,7 +18,7 @@ from s1_integrations.core.forcing import ForcingPlan
 from s1_integrations.core.formats import BreakTokens, ThinkingFormat
 from s1_integrations.core.plans import PlanBuilder
 from s1_integrations.core.preparation import Preparer, check_strategy
-from s1_integrations.core.prompts import Prompt
+from s1_integrations.core.prompts import Prompt, validate_tools
 from s1_integrations.core.results import (
     BudgetForcedResult,
     FinalResult,
@@ -30,6 +30,7 @@ from s1_integrations.core.samples import aggregate, check_normaliser, check_samp
 from s1_integrations.core.sampling import SamplingOptions
 from s1_integrations.core.single_pass import SinglePass
 from s1_integrations.core.strategy import Tagged, merged
+from s1_integrations.core.toolcalls import tool_call_tag
 from s1_integrations.core.tracking import Prepared
 from s1_integrations.core.votes import Normaliser, check_method
 
@@ -258,9 +259,9 @@ class BudgetForcedGenerator:
         n = check_samples(n, self.engine.max_num_seqs)
         method = check_method(method)
         normaliser = check_normaliser(normalise)
-        options = SamplingOptions.from_call(sampling)
+        options = _options(sampling, tools)
         self._check_seed(options)
-        items = self.prepare(prompts, budget, strategy, tools, options.answer_schema is not None)
+        items = self.prepare(prompts, budget, strategy, tools, options.constrained)
         if n == 1:
             return options, items, lambda results: results
         items = fan_out(items, n, answer_logprobs=method == "confidence")
@@ -297,9 +298,9 @@ class BudgetForcedGenerator:
         **sampling: Any,
     ) -> AsyncIterator[StreamEvent]:
         """Thinking deltas, answer deltas, an event per extension, then the final result."""
-        options = SamplingOptions.from_call(_one_sample(sampling))
+        options = _options(_one_sample(sampling), tools)
         self._check_seed(options)
-        items = self.prepare([prompt], [budget], strategy, tools, options.answer_schema is not None)
+        items = self.prepare([prompt], [budget], strategy, tools, options.constrained)
         async for event in self._stream_events(items, options):
             yield event
 
@@ -320,9 +321,9 @@ class BudgetForcedGenerator:
         **sampling: Any,
     ) -> Iterator[StreamEvent]:
         """Blocking :meth:`astream`; breaking out of the loop aborts the request."""
-        options = SamplingOptions.from_call(_one_sample(sampling))
+        options = _options(_one_sample(sampling), tools)
         self._check_seed(options)
-        items = self.prepare([prompt], [budget], strategy, tools, options.answer_schema is not None)
+        items = self.prepare([prompt], [budget], strategy, tools, options.constrained)
         return self.engine.iterate_sync(self._stream_events(items, options))
 
     def close(self) -> None:
@@ -345,3 +346,18 @@ def _one_sample(sampling: dict[str, Any]) -> dict[str, Any]:
             )
     sampling.pop("n", None)
     return sampling
+
+
+def _options(sampling: dict[str, Any], tools: Sequence[dict[str, Any]] | None) -> SamplingOptions:
+    """A call's sampling options; with tools and a free answer, its tool calls held to them.
+
+    A free choice lets the model answer in text or call: each ``<tool_call>`` block it opens
+    in the answer is held to a call of one of ``tools`` (:func:`tool_call_tag`), so the calls
+    parse and name real tools. An answer schema (a forced choice, structured output) already
+    holds the whole answer.
+    """
+    options = SamplingOptions.from_call(sampling)
+    if tools and not options.constrained:
+        tag = tool_call_tag(validate_tools(tools))
+        options = SamplingOptions.model_validate({**options.model_dump(), "answer_tag": tag})
+    return options

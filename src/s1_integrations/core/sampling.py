@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from s1_integrations.core.backend import GenerationRequest
-from s1_integrations.core.schemas import check_answer_schema
+from s1_integrations.core.schemas import check_answer_schema, check_structural_tag
 
 #: Seeds of successive samples of one prompt lie this far apart (the rounds strategy seeds
 #: round r with seed + r, so sample seeds must not meet within any realistic round count).
@@ -28,10 +28,28 @@ class SamplingOptions(BaseModel):
         default=None, description="JSON schema the answer must follow (thinking stays free)."
     )
 
+    answer_tag: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "Structural tag the answer follows: free text, but each block that starts with one "
+            "of its triggers is held to that block's schema (free tool calls, from tools=)."
+        ),
+    )
+
     @field_validator("answer_schema", mode="before")
     @classmethod
     def _compilable(cls, schema: Any) -> Any:
         return None if schema is None else check_answer_schema(schema)
+
+    @field_validator("answer_tag", mode="before")
+    @classmethod
+    def _compilable_tag(cls, tag: Any) -> Any:
+        return None if tag is None else check_structural_tag(tag)
+
+    @property
+    def constrained(self) -> bool:
+        """The answer is generated in its own grammar-bound request, after the thinking."""
+        return self.answer_schema is not None or self.answer_tag is not None
 
     @classmethod
     def from_call(cls, sampling: dict[str, Any]) -> SamplingOptions:

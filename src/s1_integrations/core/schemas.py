@@ -1,4 +1,4 @@
-"""Checking an answer schema before anything reaches the engine.
+"""Checking an answer schema or structural tag before anything reaches the engine.
 
 The schema constrains only the answer, which is generated after the thinking: vLLM would
 compile it, and refuse a bad one, only once the thinking has already been paid for. Compiling
@@ -15,22 +15,55 @@ from typing import Any
 _LOCATION = re.compile(r"^\[[^\]]*\]\s*\S+:\d+:\s*")
 
 
-def check_answer_schema(schema: Any) -> dict[str, Any]:
-    """The schema as a plain dict, or ``ValueError`` naming what is wrong with it."""
+def check_answer_schema(schema: Any, name: str = "answer_schema") -> dict[str, Any]:
+    """The schema as a plain dict, or ``ValueError`` naming (as ``name``) what is wrong."""
     if not isinstance(schema, Mapping):
         kind = type(schema).__name__
-        raise ValueError(f"answer_schema: expected a JSON schema object, got {kind}")
+        raise ValueError(f"{name}: expected a JSON schema object, got {kind}")
     try:
         text = json.dumps(schema)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"answer_schema: not JSON: {e}") from None
+        raise ValueError(f"{name}: not JSON: {e}") from None
+    _compile(name, lambda xgr: xgr.Grammar.from_json_schema(text, any_whitespace=False))
+    return dict(schema)
+
+
+def check_structural_tag(tag: Any) -> dict[str, Any]:
+    """A structural tag (``structures`` of ``begin``/``schema``/``end``, and ``triggers``) as
+    vLLM takes it, or ``ValueError`` naming what is wrong with it."""
+    if not isinstance(tag, Mapping) or set(tag) != {"structures", "triggers"}:
+        raise ValueError(
+            f"answer_tag: expected {{'structures': [...], 'triggers': [...]}}, got {tag!r}"
+        )
+    structures, triggers = tag["structures"], tag["triggers"]
+    if not all(isinstance(t, str) and t for t in triggers) or not triggers:
+        raise ValueError(f"answer_tag.triggers: expected non-empty strings, got {triggers!r}")
+    for i, s in enumerate(structures):
+        if not isinstance(s, Mapping) or set(s) != {"begin", "schema", "end"}:
+            raise ValueError(f"answer_tag.structures[{i}]: expected begin, schema and end")
+        if not any(str(s["begin"]).startswith(t) for t in triggers):
+            raise ValueError(f"answer_tag.structures[{i}]: begin starts with no trigger")
+        check_answer_schema(s["schema"], f"answer_tag.structures[{i}].schema")
+
+    def compile_tag(xgr: Any) -> Any:
+        items = [
+            xgr.StructuralTagItem(begin=s["begin"], schema=json.dumps(s["schema"]), end=s["end"])
+            for s in structures
+        ]
+        return xgr.Grammar.from_structural_tag(items, list(triggers))
+
+    _compile("answer_tag", compile_tag)
+    return {"structures": [dict(s) for s in structures], "triggers": list(triggers)}
+
+
+def _compile(name: str, build: Any) -> None:
+    """Compile with xgrammar, as vLLM will; ``ValueError`` naming ``name`` if it cannot."""
     try:
         import xgrammar
-    except ImportError:  # a vLLM build without it: vLLM checks the schema at the answer
-        return dict(schema)
+    except ImportError:  # a client without vLLM: the server checks it at the answer
+        return
     try:
-        xgrammar.Grammar.from_json_schema(text, any_whitespace=False)
+        build(xgrammar)
     except Exception as e:
         reason = _LOCATION.sub("", str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
-        raise ValueError(f"answer_schema: {reason}") from None
-    return dict(schema)
+        raise ValueError(f"{name}: {reason}") from None

@@ -36,9 +36,10 @@ from s1_integrations.core.results import BudgetForcedResult, Strategy
 from s1_integrations.core.samples import check_samples
 from s1_integrations.core.votes import VoteMethod, check_method
 
-#: Sampling fields (SamplingOptions' own, but the answer schema, which is per call only).
+#: Sampling fields (SamplingOptions' own, but the answer's constraints: the schema is per call
+#: only, the tag follows from the tools).
 SAMPLING_FIELDS: tuple[str, ...] = tuple(
-    f for f in SamplingOptions.model_fields if f != "answer_schema"
+    f for f in SamplingOptions.model_fields if f not in ("answer_schema", "answer_tag")
 )
 #: Parallel scaling: how many samples per prompt, and how they vote (``core/samples.py``).
 SAMPLES_FIELDS: tuple[str, ...] = ("n", "vote")

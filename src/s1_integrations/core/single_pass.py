@@ -37,7 +37,7 @@ class SinglePass(StrategyBase):
         needs to know, see :class:`Replayer`); caps and answer caps replay from counts.
         """
         own = sample_options(options, item.sample)
-        structured = own.answer_schema is not None
+        structured = own.constrained
         needs_flags = item.plan.needs_extensions
         wants_logprobs = needs_flags or item.answer_logprobs
         adaptive = item.plan.adaptive  # the top-1 of each step, for the signal values reported

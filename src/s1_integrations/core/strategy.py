@@ -52,8 +52,9 @@ class StrategyBase:
     ) -> tuple[list[int], list[float] | None]:
         """Generate the answer after a closed thinking block, constrained when asked to be.
 
-        The thinking stays free; only the answer is held to ``answer_schema`` by vLLM's
-        structured outputs, so even a small model emits valid JSON or tool calls. Returns the
+        The thinking stays free; only the answer is held to ``answer_schema`` (or its tool
+        calls to ``answer_tag``) by vLLM's structured outputs, so even a small model emits
+        valid JSON or tool calls. Returns the
         answer's token ids and, where the item wants them, their log-probabilities.
         """
         options = sample_options(options, item.sample)
@@ -69,6 +70,7 @@ class StrategyBase:
             bad_words=(fmt.start, fmt.end),
             stop=options.stop,
             json_schema=options.answer_schema,
+            structural_tag=options.answer_tag,
             logprobs=0 if item.answer_logprobs else None,
         )
         chunk = await self.run_once(request)

@@ -4,7 +4,8 @@ A reasoning model should think freely and only then commit to a call, so a force
 (LangChain's ``tool_choice="any"`` or a name, LlamaIndex's ``tool_required=True`` or
 ``tool_choice``) becomes a JSON schema that vLLM's structured outputs hold the *answer* to,
 after the thinking. With a free choice the model decides, and ``<tool_call>{json}</tool_call>``
-blocks in its answer (the Qwen/Hermes format) are read as calls, several when it writes several.
+blocks in its answer (the Qwen/Hermes format) are read as calls, several when it writes several;
+the generator holds each such block to one of the tools (:func:`tool_call_tag`).
 Both adapters use these functions, so a call means the same in both.
 """
 
@@ -71,6 +72,27 @@ def call_schema(tool: Mapping[str, Any]) -> dict[str, Any]:
         "properties": {"name": {"const": function["name"]}, "arguments": dict(parameters)},
         "required": ["name", "arguments"],
         "additionalProperties": False,
+    }
+
+
+def tool_call_tag(tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A structural tag holding every ``<tool_call>`` block of a free answer to a real call.
+
+    The answer stays free text; once the model writes ``<tool_call>``, vLLM's structured
+    outputs let it continue only as a call to one of ``tools`` (its name spelled out, its
+    arguments in the tool's schema) in the chat template's Hermes form, so a free choice
+    yields calls the frameworks can run even from a model that cannot copy names.
+    """
+    return {
+        "structures": [
+            {
+                "begin": f'{_OPEN}\n{{"name": {json.dumps(name)}, "arguments": ',
+                "schema": call_schema(tool)["properties"]["arguments"],
+                "end": f"}}\n{_CLOSE}",
+            }
+            for tool, name in zip(tools, tool_names(tools), strict=True)
+        ],
+        "triggers": [_OPEN],
     }
 
 

@@ -7,6 +7,7 @@ asked for here because it is cheaper, and the list of dicts vLLM otherwise retur
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -46,6 +47,9 @@ def sampling_params(request: GenerationRequest) -> Any:
         kwargs["extra_args"] = {EXTRA_ARGS_KEY: request.forcing}
     if request.json_schema is not None:
         kwargs["structured_outputs"] = StructuredOutputsParams(json=request.json_schema)
+    elif request.structural_tag is not None:
+        tag = json.dumps(request.structural_tag)
+        kwargs["structured_outputs"] = StructuredOutputsParams(structural_tag=tag)
     return SamplingParams(**kwargs)
 
 

@@ -55,6 +55,11 @@ def completion_body(request: GenerationRequest, model: str) -> dict[str, Any]:
     if request.json_schema is not None:
         # As the in-process engine does: no whitespace padding inside constrained JSON.
         body["structured_outputs"] = {"json": request.json_schema, "disable_any_whitespace": True}
+    elif request.structural_tag is not None:
+        body["structured_outputs"] = {
+            "structural_tag": json.dumps(request.structural_tag),
+            "disable_any_whitespace": True,
+        }
     return body
 
 
