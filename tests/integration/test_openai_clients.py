@@ -413,3 +413,65 @@ def test_serve_dry_run_prints_the_defaults_it_adds(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, args, terminal_width=1000)
     assert result.exit_code == 2
     assert "not ThinkingBudget fields" in result.output
+
+
+def s1_format_model(folder: Path) -> str:
+    """The toy's weights with a chat template in s1's format (``<|im_start|>think`` opens the
+    thinking, ``<|im_start|>answer`` ends it): delimiters of several tokens each."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    shutil.copytree(TOY, folder, dirs_exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(TOY)
+    tokenizer.chat_template = str(tokenizer.chat_template).replace(
+        "'<|im_start|>assistant\\n'", "'<|im_start|>think'"
+    )
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_s1s_own_format_gets_its_thinking_apart_from_the_answer(tmp_path: Path) -> None:
+    """``serve`` on a model in s1's format runs our reasoning parser: the capped thinking
+    arrives in ``reasoning``, streamed and not, and ``usage`` counts it exactly."""
+    from transformers import AutoTokenizer
+
+    from s1_integrations.core.formats import S1_FORMAT
+
+    model = s1_format_model(tmp_path / "s1-toy")
+    s1 = S1Serve(extra=("--model", model, "--dtype", "float32"))
+    try:
+        s1.wait_ready()
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        end = tokenizer.encode(S1_FORMAT.end, add_special_tokens=False)
+        request: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": "user", "content": QUESTION}],
+            "temperature": 0,
+            "max_tokens": 24,
+            "extra_body": body({"max_thinking_tokens": 5}),
+        }
+        with openai.OpenAI(base_url=s1.url + "/v1", api_key="none") as client:
+            reply = client.chat.completions.create(**request)
+            chunks = list(
+                client.chat.completions.create(
+                    **request, stream=True, stream_options={"include_usage": True}
+                )
+            )
+        (choice,) = reply.choices
+        ids = list(choice.model_extra["token_ids"])
+        assert ids[5 : 5 + len(end)] == end  # the cap forced s1's end delimiter after 5 tokens
+        thinking = tokenizer.decode(ids[:5], skip_special_tokens=True)
+        answer = tokenizer.decode(ids[5 + len(end) :], skip_special_tokens=True)
+        assert choice.message.model_extra["reasoning"] == thinking
+        assert (choice.message.content or "") == answer
+        assert "answer" not in thinking and S1_FORMAT.end not in answer
+        assert reply.usage.completion_tokens_details.reasoning_tokens == 5
+        reasoning = "".join(
+            c.choices[0].delta.model_extra.get("reasoning") or "" for c in chunks if c.choices
+        )
+        content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert (reasoning, content) == (thinking, answer)
+        assert chunks[-1].usage.completion_tokens_details.reasoning_tokens == 5
+    finally:
+        s1.stop()

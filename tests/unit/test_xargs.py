@@ -278,8 +278,8 @@ def test_serve_opens_the_thinking_and_picks_the_parser(builder: PlanBuilder) -> 
     )
 
 
-def test_a_format_no_vllm_parser_reads_gets_a_reasoning_config(tmp_path: Path) -> None:
-    """s1's own format (``<|im_start|>think``): no parser, vLLM's reasoning config instead."""
+def test_s1s_format_gets_our_reasoning_parser(tmp_path: Path) -> None:
+    """s1's own format (``<|im_start|>think``): no vLLM parser reads it; ours, as a plugin."""
     tokenizer = AutoTokenizer.from_pretrained(TOY)
     tokenizer.chat_template = str(tokenizer.chat_template).replace(
         "'<|im_start|>assistant\\n'", "'<|im_start|>think'"
@@ -287,10 +287,13 @@ def test_a_format_no_vllm_parser_reads_gets_a_reasoning_config(tmp_path: Path) -
     assert "<|im_start|>think" in tokenizer.chat_template
     tokenizer.save_pretrained(tmp_path)
     flags = serve_defaults(str(tmp_path), ["--kv-cache-memory-bytes", "1"], env={})
-    assert "--reasoning-parser" not in flags
+    assert flags[:4] == [
+        "--reasoning-parser-plugin",
+        "s1_integrations.engine.reasoning",
+        "--reasoning-parser",
+        "s1",
+    ]
     assert "--chat-template" not in flags  # its generation prompt opens the thinking already
-    assert flags[0] == "--reasoning-config"
-    assert json.loads(flags[1]) == {
-        "reasoning_start_str": "<|im_start|>think",
-        "reasoning_end_str": "<|im_start|>answer",
-    }
+    assert "--reasoning-config" not in flags
+    given = ["--reasoning-parser-plugin", "mine.py", "--kv-cache-memory-bytes", "1"]
+    assert serve_defaults(str(tmp_path), given, env={})[:2] == ["--reasoning-parser", "s1"]

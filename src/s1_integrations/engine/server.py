@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -24,12 +23,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from s1_integrations.core.formats import THINK_TAGS, ThinkingFormat, detect_format
+from s1_integrations.core.formats import S1_FORMAT, THINK_TAGS, ThinkingFormat, detect_format
 from s1_integrations.engine.argv import flag_value, has_flag
 from s1_integrations.engine.lifetime import Guardian
 from s1_integrations.engine.processor import PROCESSOR_FQCN
-
-logger = logging.getLogger(__name__)
 
 #: What budget forcing needs from a server beyond the package being installed.
 REQUIRED_FLAGS = ("--logprobs-mode", "processed_logprobs")
@@ -66,10 +63,14 @@ def server_argv(
     return argv + extra
 
 
-#: vLLM's reasoning parser for each thinking format it has one for. ``qwen3`` reads
-#: ``<think> ... </think>`` whether or not the output repeats the opening tag (here the prompt
-#: opens it), and counts reasoning tokens in ``usage``.
-REASONING_PARSERS: dict[str, str] = {THINK_TAGS.name: "qwen3"}
+#: The reasoning parser for each thinking format. vLLM's ``qwen3`` reads ``<think> ...
+#: </think>`` whether or not the output repeats the opening tag (here the prompt opens it);
+#: ``s1`` is ours (``engine/reasoning.py``: delimiters of several tokens), loaded as a plugin.
+#: Both count reasoning tokens in ``usage``.
+REASONING_PARSERS: dict[str, str] = {THINK_TAGS.name: "qwen3", S1_FORMAT.name: "s1"}
+#: The parsers of :data:`REASONING_PARSERS` that are ours, and where vLLM imports them from.
+OUR_PARSERS: frozenset[str] = frozenset({REASONING_PARSERS[S1_FORMAT.name]})
+PARSER_PLUGIN = "s1_integrations.engine.reasoning"
 
 #: Appended to a chat template that does not open the thinking block itself: the block is then
 #: open at the first generated token, as ``render_prompt`` opens it for the generator, so the
@@ -110,10 +111,9 @@ def serve_defaults(
 ) -> list[str]:
     """Flags ``s1-integrations serve`` adds to vLLM's for ``model``, unless ``extra`` has them.
 
-    - ``--reasoning-parser`` for the model's thinking format (:data:`REASONING_PARSERS`), so
-      chat completions return the thinking in ``reasoning`` apart from ``content``; a format
-      no vLLM parser knows is served without one (a warning says so) and vLLM's
-      ``--reasoning-config`` gets its delimiters.
+    - ``--reasoning-parser`` for the model's thinking format (:data:`REASONING_PARSERS`; ours
+      with ``--reasoning-parser-plugin``), so chat completions return the thinking in
+      ``reasoning`` apart from ``content``, and ``usage`` counts it.
     - ``--chat-template`` opening the thinking block, where the model's own does not.
     - On the CPU backend, ``--kv-cache-memory-bytes`` as the in-process engine sizes it
       (vLLM's own CPU default, a share of the node's memory, fails beside other processes),
@@ -128,20 +128,10 @@ def serve_defaults(
     tokenizer: Any = AutoTokenizer.from_pretrained(flag_value(extra, "--tokenizer") or model)
     fmt = detect_format(tokenizer)
     if not has_flag(extra, "--reasoning-parser"):
-        parser = REASONING_PARSERS.get(fmt.name)
-        if parser is not None:
-            flags += ["--reasoning-parser", parser]
-        else:
-            logger.warning(
-                "no vLLM reasoning parser reads the %s thinking format (%r ... %r): the "
-                "thinking stays in the answer's content",
-                fmt.name,
-                fmt.start,
-                fmt.end,
-            )
-            if not has_flag(extra, "--reasoning-config"):
-                config = {"reasoning_start_str": fmt.start, "reasoning_end_str": fmt.end}
-                flags += ["--reasoning-config", json.dumps(config)]
+        parser = REASONING_PARSERS[fmt.name]  # every format detect_format finds has one
+        if parser in OUR_PARSERS and not has_flag(extra, "--reasoning-parser-plugin"):
+            flags += ["--reasoning-parser-plugin", PARSER_PLUGIN]
+        flags += ["--reasoning-parser", parser]
     if not has_flag(extra, "--chat-template"):
         template = opening_chat_template(tokenizer, fmt)
         if template is not None:
