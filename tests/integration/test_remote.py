@@ -510,6 +510,24 @@ def test_ask_answers_through_a_server(servers: dict[str, VllmServer]) -> None:
     assert "strategy single_pass" in result.output
 
 
+def test_free_tool_calls_are_held_to_the_tools_through_a_server(
+    servers: dict[str, VllmServer], generator: Any
+) -> None:
+    """The answer's structural tag travels in the completion request: the same call as in
+    process, naming the bound tool (the toy alone garbles the name)."""
+    from test_toy_model import TOOL
+
+    messages = [{"role": "user", "content": "What is blend_numbers(12, 30)?"}]
+    with BudgetForcedGenerator.from_servers(servers["plugin"].url) as remote:
+        (got,) = remote.generate([messages], ThinkingBudget(), tools=[TOOL])
+    (want,) = generator.generate([messages], ThinkingBudget(), tools=[TOOL])
+    assert got.token_ids == want.token_ids
+    from s1_integrations.core.toolcalls import parse_tool_calls
+
+    _, (call,) = parse_tool_calls(got.answer, [TOOL], "auto")
+    assert (call.name, call.arguments) == ("blend_numbers", {"a": 12, "b": 30})
+
+
 # -- a killed server (last: it takes the flagged server down) ----------------------------------
 
 
