@@ -37,6 +37,7 @@ from s1_integrations.adapters.langchain import ChatBudgetForced
 from s1_integrations.adapters.llama_index import BudgetForcedLLM
 from s1_integrations.core.backend import GenerationRequest
 from s1_integrations.core.forcing import ForcingPlan
+from s1_integrations.core.toolcalls import parse_tool_calls
 from s1_integrations.engine.processor import PROCESSOR_FQCN, BudgetForcingPlugin
 from s1_integrations.engine.remote import RemoteConfig, RemoteEngine
 from s1_integrations.engine.wire import completion_body
@@ -522,8 +523,6 @@ def test_free_tool_calls_are_held_to_the_tools_through_a_server(
         (got,) = remote.generate([messages], ThinkingBudget(), tools=[TOOL])
     (want,) = generator.generate([messages], ThinkingBudget(), tools=[TOOL])
     assert got.token_ids == want.token_ids
-    from s1_integrations.core.toolcalls import parse_tool_calls
-
     _, (call,) = parse_tool_calls(got.answer, [TOOL], "auto")
     assert (call.name, call.arguments) == ("blend_numbers", {"a": 12, "b": 30})
 

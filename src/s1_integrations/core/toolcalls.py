@@ -63,13 +63,17 @@ def normalise_tool_choice(choice: Any, names: Sequence[str]) -> str:
     )
 
 
+def arguments_schema(tool: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON schema of ``tool``'s arguments (an empty object where it declares none)."""
+    return dict(tool["function"].get("parameters") or {"type": "object", "properties": {}})
+
+
 def call_schema(tool: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON schema of one call to ``tool``: ``{"name": <const>, "arguments": {...}}``."""
-    function = tool["function"]
-    parameters = function.get("parameters") or {"type": "object", "properties": {}}
+    name = tool["function"]["name"]
     return {
         "type": "object",
-        "properties": {"name": {"const": function["name"]}, "arguments": dict(parameters)},
+        "properties": {"name": {"const": name}, "arguments": arguments_schema(tool)},
         "required": ["name", "arguments"],
         "additionalProperties": False,
     }
@@ -87,7 +91,7 @@ def tool_call_tag(tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "structures": [
             {
                 "begin": f'{_OPEN}\n{{"name": {json.dumps(name)}, "arguments": ',
-                "schema": call_schema(tool)["properties"]["arguments"],
+                "schema": arguments_schema(tool),
                 "end": f"}}\n{_CLOSE}",
             }
             for tool, name in zip(tools, tool_names(tools), strict=True)

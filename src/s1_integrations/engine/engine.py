@@ -12,7 +12,6 @@ import asyncio
 import atexit
 import contextlib
 import gc
-import itertools
 import logging
 import os
 import weakref
@@ -106,8 +105,7 @@ class InProcessEngine(LoopBridge):
         _check_model_path(model)
         self.model = model
         super().__init__("s1-vllm-engine")
-        self._ids = itertools.count()
-        self._submitted = 0
+        self._submitted = 0  # also each request's id: s1-0, s1-1, ...
         self._llm: Any = None
         self._froze_gc = False
         # vLLM's engine core does not notice its owner's death (SIGTERM, SIGKILL, os._exit):
@@ -232,7 +230,7 @@ class InProcessEngine(LoopBridge):
     ) -> None:
         from vllm.inputs import TokensPrompt
 
-        request_id = f"s1-{next(self._ids)}"
+        request_id = f"s1-{self._submitted}"
         self._submitted += 1
         try:
             async for output in self._llm.generate(

@@ -26,10 +26,14 @@ from s1_integrations.engine.server import REASONING_PARSERS
 
 
 def find(ids: Sequence[int], needle: Sequence[int], start: int = 0) -> int:
-    """The first index at or after ``start`` where ``needle`` occurs in ``ids``, or -1."""
-    n = len(needle)
+    """The first index at or after ``start`` where ``needle`` occurs in ``ids``, or -1.
+
+    Called on every streamed step over the whole output, so only positions holding the
+    needle's first token are compared whole.
+    """
+    first, whole, n = needle[0], list(needle), len(needle)
     for i in range(start, len(ids) - n + 1):
-        if list(ids[i : i + n]) == list(needle):
+        if ids[i] == first and list(ids[i : i + n]) == whole:
             return i
     return -1
 
@@ -135,11 +139,14 @@ class DelimitedReasoningParser(ReasoningParser):
         delta_token_ids: Sequence[int],
     ) -> DeltaMessage | None:
         """This step's share of the thinking and of the answer, found from the token ids."""
-        _, was_end, was_answer = self._split(previous_token_ids)
         begin, end, answer = self._split(current_token_ids)
-        if was_answer is not None:  # the answer had begun: all of it is answer
+        seen = len(previous_token_ids)
+        if answer is not None and answer <= seen:  # the answer had begun: all of it is answer
             return DeltaMessage(content=delta_text) if delta_text else None
-        steady = was_end == len(previous_token_ids) and end == len(current_token_ids)
+        # The earlier steps had no whole delimiter: they handed on the thinking up to a held
+        # beginning of one.
+        was_end = seen - partial_suffix(previous_token_ids, self.end_ids)
+        steady = was_end == seen and end == len(current_token_ids)
         if answer is None and steady and begin == 0:
             return DeltaMessage(reasoning=delta_text) if delta_text else None
         # A boundary near this step (a delimiter begun, held, completed): decode the pieces.
