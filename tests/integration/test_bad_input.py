@@ -571,14 +571,6 @@ FRAMEWORK_REFUSES: dict[tuple[str, str], str] = {
 }
 
 
-def submitted(engine: Any) -> int:
-    """How many requests this engine has handed to vLLM: it numbers each from one counter."""
-    text = repr(engine._ids)  # itertools.count(n): n is the next request's number
-    found = re.fullmatch(r"count\((\d+)\)", text)
-    assert found, text
-    return int(found.group(1))
-
-
 def _entries(case: Case) -> list[str]:
     return [e for e in ENTRY_POINTS if not (case.adapters_only and e in GENERATOR)]
 
@@ -622,26 +614,26 @@ def targets(generator: Any) -> Targets:
 def test_bad_input_is_refused_before_the_engine(targets: Targets, case: Case, entry: str) -> None:
     error, match = case.expected(entry)
     engine = targets.generator.engine
-    before = submitted(engine)
+    before = engine.submitted_requests
     assert engine.num_unfinished_requests() == 0
     with pytest.raises(Exception) as caught:
         ENTRY_POINTS[entry](targets, case)
     raised = caught.value
     assert type(raised) is error, f"{type(raised).__name__}: {raised}"
     assert re.search(match, str(raised)), str(raised)
-    assert submitted(engine) == before, "a request reached the engine"
+    assert engine.submitted_requests == before, "a request reached the engine"
     assert engine.num_unfinished_requests() == 0
 
 
 def test_the_engine_serves_after_the_table(targets: Targets) -> None:
     """Runs after the table (pytest keeps file order): the engine took no harm from it."""
     engine = targets.generator.engine
-    before = submitted(engine)
+    before = engine.submitted_requests
     (result,) = targets.generator.generate("What is 11 + 22?", {"max_thinking_tokens": 40})
     assert result.finish_reason == "stop" and result.answer.strip()
     reply = targets.chat.invoke("What is 11 + 22?", max_thinking_tokens=40)
     assert reply.response_metadata["thinking_tokens"] == result.thinking_tokens
     completion = targets.llm.complete("What is 11 + 22?", max_thinking_tokens=40)
     assert completion.raw.token_ids == result.token_ids
-    assert submitted(engine) == before + 3
+    assert engine.submitted_requests == before + 3
     assert engine.num_unfinished_requests() == 0
