@@ -54,8 +54,10 @@ class GenerationRequest:
     skip_special_tokens: bool = True
     #: Strings the model may not write (vLLM's ``bad_words``), as the engine tokenizes them.
     bad_words: tuple[str, ...] = ()
-    #: The budget's plan in its wire form (``ForcingPlan.to_extra_args``), for the processor.
-    forcing: dict[str, Any] | None = None
+    #: The budget's plan for the processor: ``ForcingPlan.to_json()`` (what the generator
+    #: sends: wherever it lands it is parsed once per distinct plan, not once per request) or
+    #: the same settings as a dict (``ForcingPlan.to_extra_args()``).
+    forcing: str | dict[str, Any] | None = None
     #: A JSON schema the output must follow (structured outputs).
     json_schema: dict[str, Any] | None = None
     #: A structural tag the output must follow (structured outputs): free text, except that

@@ -135,7 +135,7 @@ class ForcingPlan:
         """Whether the policy may extend (it then needs each step's top-1 probability)."""
         return self.adaptive_signal is not None and self.adaptive_max > 0
 
-    @property
+    @cached_property
     def end_attempt_ids(self) -> tuple[int, ...]:
         """Tokens whose sampling is an attempt to stop thinking, as one step can see it.
 
@@ -162,17 +162,23 @@ class ForcingPlan:
         return (self.end, *self.ban_thinking, *self.ban_answer)
 
     @cached_property
-    def _bans(self) -> dict[Phase, tuple[tuple[int, ...], tuple[tuple[tuple[int, ...], int], ...]]]:
-        """Per phase: single tokens always masked, and (prefix, last) pairs of longer ones."""
+    def _thinking_bans(self) -> _Bans:
+        """While thinking: single tokens always masked, and (prefix, last) pairs of longer ones."""
+        return _split_bans(self.ban_thinking)
 
-        def split(
-            seqs: tuple[tuple[int, ...], ...],
-        ) -> tuple[tuple[int, ...], tuple[tuple[tuple[int, ...], int], ...]]:
-            singles = tuple(dict.fromkeys(s[0] for s in seqs if len(s) == 1))
-            multis = tuple(dict.fromkeys((s[:-1], s[-1]) for s in seqs if len(s) > 1))
-            return singles, multis
+    @cached_property
+    def _answer_bans(self) -> _Bans:
+        return _split_bans(self.ban_answer)
 
-        return {Phase.THINKING: split(self.ban_thinking), Phase.ANSWERING: split(self.ban_answer)}
+    @cached_property
+    def _banned_lasts(self) -> frozenset[int]:
+        """Every token some ban could mask: a token outside it needs no check when observed."""
+        return frozenset(s[-1] for s in (*self.ban_thinking, *self.ban_answer))
+
+    @cached_property
+    def _cap_from(self) -> int | None:
+        """Thinking tokens at which the cap starts forcing the conclusion and the delimiter."""
+        return None if self.max_thinking is None else self.max_thinking - len(self.conclusion)
 
     @cached_property
     def _ban_memory(self) -> int:
@@ -291,6 +297,15 @@ class ForcingPlan:
             raise ValueError(f"{EXTRA_ARGS_KEY}: {e}") from e
 
 
+_Bans = tuple[tuple[int, ...], tuple[tuple[tuple[int, ...], int], ...]]
+
+
+def _split_bans(seqs: tuple[tuple[int, ...], ...]) -> _Bans:
+    singles = tuple(dict.fromkeys(s[0] for s in seqs if len(s) == 1))
+    multis = tuple(dict.fromkeys((s[:-1], s[-1]) for s in seqs if len(s) > 1))
+    return singles, multis
+
+
 @lru_cache(maxsize=256)
 def _plan_json(plan: ForcingPlan) -> str:
     return json.dumps(plan.to_extra_args(), separators=(",", ":"))
@@ -403,12 +418,11 @@ class ForcingState:
         """The token that must be produced next, starting the cap's forcing when it is due."""
         if not self._queue:
             plan = self.plan
+            cap_from = plan._cap_from
             if (
                 self.phase is Phase.THINKING
-                and plan.max_thinking is not None
-                and (
-                    self.landed or self.thinking_tokens >= plan.max_thinking - len(plan.conclusion)
-                )
+                and cap_from is not None
+                and (self.landed or self.thinking_tokens >= cap_from)
             ):
                 self.ended_by = "budget"
                 self._enqueue(plan.conclusion, _Kind.THINKING)
@@ -429,9 +443,15 @@ class ForcingState:
         has ended, both delimiters, so the answer can never reopen or re-close the thinking.
         Nothing is banned while a sequence is being forced or after the end.
         """
-        if self._queue or self.phase is Phase.FINISHED:
+        if self._queue:
             return ()
-        singles, multis = self.plan._bans[self.phase]
+        phase = self.phase
+        if phase is Phase.THINKING:
+            singles, multis = self.plan._thinking_bans
+        elif phase is Phase.ANSWERING:
+            singles, multis = self.plan._answer_bans
+        else:
+            return ()
         if not multis:
             return singles
         banned = list(singles)
@@ -510,7 +530,7 @@ class ForcingState:
         self._next_top1 = None
 
     def _check_allowed(self, token: int) -> None:
-        if token in self.banned_next():
+        if token in self.plan._banned_lasts and token in self.banned_next():
             where = "thinking" if self.phase is Phase.THINKING else "answer"
             raise ForcingMismatch(
                 f"the model wrote token {token} at output position {self.position}, which "
@@ -522,10 +542,15 @@ class ForcingState:
         plan = self.plan
         end = plan.end
         self.thinking_tokens += 1
-        self._tail.append(token)
-        if len(self._tail) > len(end):
-            self._tail.popleft()
-        if len(self._tail) == len(end) and tuple(self._tail) == end:
+        if len(end) == 1:
+            closed = token == end[0]
+        else:
+            tail = self._tail
+            tail.append(token)
+            if len(tail) > len(end):
+                tail.popleft()
+            closed = len(tail) == len(end) and tuple(tail) == end
+        if closed:
             # The model closed the block itself; its delimiter tokens are not thinking.
             self.thinking_tokens -= len(end)
             self.thinking_end = self.position - len(end) + 1

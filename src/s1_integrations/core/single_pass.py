@@ -47,7 +47,7 @@ class SinglePass(StrategyBase):
             deltas=streaming or bool(own.stop) or structured,
             logprobs=signal_logprobs(own) if adaptive else 0 if wants_logprobs else None,
             top1=adaptive,
-            forcing=item.plan.to_extra_args(),
+            forcing=item.plan.to_json(),
             # A constrained answer is a second, grammar-bound request: stop at the delimiter.
             stop_token_ids=tuple(item.plan.end) if structured else (),
         )

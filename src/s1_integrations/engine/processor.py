@@ -215,12 +215,15 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         deciding: list[tuple[int, _Request]] = []
         ban_rows: list[int] = []
         ban_tokens: list[int] = []
+        # Every row, every step: kept to plain attribute reads and calls that return early.
+        num_rows = logits.shape[0]
+        finished, thinking = Phase.FINISHED, Phase.THINKING
         for index, request in self.requests.items():
-            if not self._catch_up(request):
+            if request.consumed < len(request.output_ids) and not self._catch_up(request):
                 self._unseen_token(index)
                 continue
             state = request.state
-            if state.phase is Phase.FINISHED or index >= logits.shape[0]:
+            if state.phase is finished or index >= num_rows:
                 continue
             token = state.pending()
             if token is not None:
@@ -231,7 +234,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             if banned:
                 ban_rows.extend([index] * len(banned))
                 ban_tokens.extend(banned)
-            if state.phase is Phase.THINKING:
+            if state.phase is thinking:
                 deciding.append((index, request))
         if ban_rows:
             # Before any decision: a suppressed delimiter is no choice at all, so the attempt

@@ -51,7 +51,10 @@ def completion_body(request: GenerationRequest, model: str) -> dict[str, Any]:
         body["logprobs"] = request.logprobs
     if request.forcing is not None:
         # vllm_xargs carries only scalars and flat lists: the plan travels as one JSON string.
-        body["vllm_xargs"] = {EXTRA_ARGS_KEY: json.dumps(request.forcing, separators=(",", ":"))}
+        forcing = request.forcing
+        if not isinstance(forcing, str):
+            forcing = json.dumps(forcing, separators=(",", ":"))
+        body["vllm_xargs"] = {EXTRA_ARGS_KEY: forcing}
     if request.json_schema is not None:
         # As the in-process engine does: no whitespace padding inside constrained JSON.
         body["structured_outputs"] = {"json": request.json_schema, "disable_any_whitespace": True}
