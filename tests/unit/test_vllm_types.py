@@ -57,6 +57,20 @@ def test_every_field_reaches_vllm() -> None:
     assert params.structured_outputs.json == {"type": "object"}
 
 
+def test_the_plan_travels_as_its_json_and_each_distinct_plan_is_parsed_once() -> None:
+    """What the generator sends: the same string per plan, one parse wherever it lands."""
+    plan = ForcingPlan(end=(4,), eos=(2,), extensions=1, phrases=((7,),), ban_thinking=((3,),))
+    text = plan.to_json()
+    assert plan.to_json() is text  # remembered, not rebuilt per request
+    sent = sampling_params(GenerationRequest([1], max_tokens=5, forcing=text))
+    assert sent.extra_args == {EXTRA_ARGS_KEY: text}
+    first = ForcingPlan.from_extra_args(sent.extra_args[EXTRA_ARGS_KEY])
+    # A copy of the string, as a worker receives it from the API server.
+    again = ForcingPlan.from_extra_args("".join(list(text)))
+    assert first == plan and again is first
+    assert ForcingPlan.from_extra_args(plan.to_extra_args()) == plan  # the dict form still parses
+
+
 def _output(ids: list[int], logprobs: object, finish: str | None = "stop") -> RequestOutput:
     completion = CompletionOutput(0, "", ids, None, logprobs, finish_reason=finish)  # type: ignore[arg-type]
     return RequestOutput("r", None, [1], None, [completion], finished=finish is not None)
