@@ -151,10 +151,14 @@ class ForcingPlan:
         The window is the last ``landing`` tokens before the cap's forced sequence, and never
         reaches below the minimum: a break lands when the count after it exceeds this.
         """
-        if not self.landing or self.max_thinking is None:
+        if not self.landing or self.cap_from is None:
             return None
-        start = self.max_thinking - len(self.conclusion) - self.landing
-        return max(start, self.min_thinking - 1, 0)
+        return max(self.cap_from - self.landing, self.min_thinking - 1, 0)
+
+    @cached_property
+    def cap_from(self) -> int | None:
+        """Thinking tokens at which the cap starts forcing the conclusion and the delimiter."""
+        return None if self.max_thinking is None else self.max_thinking - len(self.conclusion)
 
     @cached_property
     def delimiter_sequences(self) -> tuple[tuple[int, ...], ...]:
@@ -174,11 +178,6 @@ class ForcingPlan:
     def _banned_lasts(self) -> frozenset[int]:
         """Every token some ban could mask: a token outside it needs no check when observed."""
         return frozenset(s[-1] for s in (*self.ban_thinking, *self.ban_answer))
-
-    @cached_property
-    def _cap_from(self) -> int | None:
-        """Thinking tokens at which the cap starts forcing the conclusion and the delimiter."""
-        return None if self.max_thinking is None else self.max_thinking - len(self.conclusion)
 
     @cached_property
     def _ban_memory(self) -> int:
@@ -384,10 +383,7 @@ class ForcingState:
             elif self.inserted >= plan.extensions:
                 return None
         phrase = plan.phrases[self.inserted % len(plan.phrases)]
-        if (
-            plan.max_thinking is not None
-            and self.thinking_tokens + len(phrase) + len(plan.conclusion) > plan.max_thinking
-        ):
+        if plan.cap_from is not None and self.thinking_tokens + len(phrase) > plan.cap_from:
             return None  # the phrase no longer fits under the cap: the model may stop
         return phrase
 
@@ -414,16 +410,21 @@ class ForcingState:
             and self.extension_due(extend=True) is not None
         )
 
+    @property
+    def cap_due(self) -> bool:
+        """Whether the cap (or a soft landing) ends the thinking now, whatever the model does."""
+        cap_from = self.plan.cap_from
+        return (
+            self.phase is Phase.THINKING
+            and cap_from is not None
+            and (self.landed or self.thinking_tokens >= cap_from)
+        )
+
     def pending(self) -> int | None:
         """The token that must be produced next, starting the cap's forcing when it is due."""
         if not self._queue:
             plan = self.plan
-            cap_from = plan._cap_from
-            if (
-                self.phase is Phase.THINKING
-                and cap_from is not None
-                and (self.landed or self.thinking_tokens >= cap_from)
-            ):
+            if self.cap_due:
                 self.ended_by = "budget"
                 self._enqueue(plan.conclusion, _Kind.THINKING)
                 self._enqueue(plan.end, _Kind.END)
@@ -645,11 +646,7 @@ class Replayer:
             return False
         if tuple(self.ids[i : i + n]) != plan.end or state.extension_due() is not None:
             return False
-        cap = plan.max_thinking
-        return not (
-            cap is not None
-            and (state.landed or state.thinking_tokens >= cap - len(plan.conclusion))
-        )
+        return not state.cap_due
 
     def _forced_decision(self, i: int) -> bool | None:
         """What a forced run at ``i`` says about an attempt to stop there.

@@ -81,10 +81,8 @@ class Rounds(StrategyBase):
                 room = item.max_tokens - len(outputs[k])
                 stop_ids = list(plan.end_attempt_ids)
                 before_window[k] = False
-                if plan.max_thinking is not None:
-                    room = min(
-                        room, plan.max_thinking - len(plan.conclusion) - state.thinking_tokens
-                    )
+                if plan.cap_from is not None:
+                    room = min(room, plan.cap_from - state.thinking_tokens)
                     if plan.landing_from is not None:
                         ahead = plan.landing_from - state.thinking_tokens
                         if ahead <= 0:  # inside the window: any break may end the thinking

@@ -219,7 +219,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         num_rows = logits.shape[0]
         finished, thinking = Phase.FINISHED, Phase.THINKING
         for index, request in self.requests.items():
-            if request.consumed < len(request.output_ids) and not self._catch_up(request):
+            if not self._catch_up(request):
                 self._unseen_token(index)
                 continue
             state = request.state
