@@ -58,14 +58,12 @@ def run(gen: BudgetForcedGenerator, cfg: BenchConfig) -> Report:
         "plain, final only": variant(False, "final"),
         "plain, streamed deltas": variant(False, "delta", **no_text),
         "plain + logprobs=0": variant(False, "final", logprobs=0, **no_text),
+        # What generate() asks for: its forced tokens come back from the engine's records,
+        # one collective_rpc per finishing step, not from a log-probability per token.
         "processor, final only": variant(True, "final", **no_text),
         "processor + logprobs=0, final only": variant(True, "final", logprobs=0, **no_text),
         "stream's request (deltas, logprobs=0, processor)": variant(
             True, "delta", logprobs=0, **no_text
-        ),
-        # What generate() asks for since issue 6 when the plan can insert phrases (as here).
-        "generate's request (final only, flat logprobs=0, processor)": variant(
-            True, "final", logprobs=0, flat_logprobs=True, **no_text
         ),
     }
 

@@ -13,12 +13,14 @@ import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
 
-from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan, Phase
+from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan, Phase, replay
+from s1_integrations.engine import processor as processor_module
 from s1_integrations.engine.processor import (
     PROCESSOR_FQCN,
     BudgetForcingLogitsProcessor,
     BudgetForcingPlugin,
 )
+from s1_integrations.engine.records import RECORD_KEY, Spans, forced_flags
 
 V = 16
 END, EOS, WAIT, A, B = 10, 11, 12, 1, 2
@@ -286,7 +288,7 @@ PLANS = [
 
 
 def decode(
-    decide_on_device: bool, seed: int, delimiters: bool = False
+    decide_on_device: bool, seed: int, delimiters: bool = False, records: dict | None = None
 ) -> tuple[list[list[int]], list[tuple[object, ...]]]:
     """A greedy decoding loop over random logits that often try to stop, as vLLM drives it.
 
@@ -299,9 +301,10 @@ def decode(
     added = []
     for i, plan in enumerate(PLANS):
         temperature = 1.0 if i == 5 else 0.0
-        p = SamplingParams(
-            temperature=temperature, seed=i, extra_args={EXTRA_ARGS_KEY: plan.to_extra_args()}
-        )
+        extra: dict[str, object] = {EXTRA_ARGS_KEY: plan.to_extra_args()}
+        if records is not None:
+            extra[RECORD_KEY] = f"r{i}"
+        p = SamplingParams(temperature=temperature, seed=i, extra_args=extra)
         added.append((i, p, None, outs[i]))
     proc.update_state(update(added=added, size=len(PLANS)))
     gen = torch.Generator().manual_seed(seed)
@@ -325,6 +328,8 @@ def decode(
                 done[i] = token == EOS  # vLLM stops the request at end of sequence
     for request in proc.requests.values():
         BudgetForcingLogitsProcessor._catch_up(request)
+    if records is not None:
+        records.update(proc.take_records([f"r{i}" for i in range(len(PLANS))]))
     states = [
         (
             s.phase,
@@ -349,6 +354,68 @@ def test_deciding_on_the_device_forces_exactly_what_deciding_on_the_host_does(se
     # The loop really exercised forcing: phrases were inserted and blocks ended both ways.
     assert sum(s[3] for s in host_states) > 0
     assert {s[5] for s in host_states} >= {"budget"}
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_records_replay_every_row_exactly_as_the_processor_forced_it(seed: int) -> None:
+    """The spans recorded in place of attempts are all a replay needs from the engine: with
+    them, the ids alone give each row's own state, though the model also writes "Wait"."""
+    host: dict[str, Spans] = {}
+    device: dict[str, Spans] = {}
+    outs, states = decode(decide_on_device=False, seed=seed, records=host)
+    assert decode(decide_on_device=True, seed=seed, records=device)[0] == outs
+    assert device == host and set(host) == {f"r{i}" for i in range(len(PLANS))}
+    own_waits = 0
+    for i, (plan, out) in enumerate(zip(PLANS, outs, strict=True)):
+        replayed = replay(plan, out, forced_flags(len(out), host[f"r{i}"]))
+        assert (
+            replayed.phase,
+            replayed.thinking_tokens,
+            replayed.answer_tokens,
+            replayed.inserted,
+            tuple(replayed.extension_positions),
+            replayed.ended_by,
+            replayed.thinking_end,
+        ) == states[i]
+        own_waits += out.count(WAIT) - replayed.inserted
+    assert own_waits > 0  # the model's own phrases were there to be told apart
+
+
+def test_records_are_kept_only_where_asked_taken_once_and_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proc = processor()
+    plan = ForcingPlan(end=(END,), eos=(EOS,), phrases=((WAIT, B),), extensions=1)
+    extra = {EXTRA_ARGS_KEY: plan.to_extra_args()}
+    outs: list[list[int]] = [[], []]
+    asked = SamplingParams(temperature=0.0, extra_args={**extra, RECORD_KEY: "mine"})
+    unasked = SamplingParams(temperature=0.0, extra_args=extra)
+    proc.update_state(update(added=[(0, asked, None, outs[0]), (1, unasked, None, outs[1])]))
+    logits = proc.apply(logits_preferring(END, END))
+    assert forced_token(logits[0]) == forced_token(logits[1]) == WAIT
+    assert proc.records == {"mine": [(0, 2)]}  # the phrase's two tokens, from output index 0
+    proc.update_state(update(removed=[0, 1]))
+    assert proc.take_records(["mine", "other"]) == {"mine": [(0, 2)]}  # kept past removal
+    assert proc.take_records(["mine"]) == {}  # taken once
+    monkeypatch.setattr(processor_module, "MAX_RECORDS", 2)
+    for k in range(3):
+        named = SamplingParams(extra_args={**extra, RECORD_KEY: f"k{k}"})
+        proc.update_state(update(added=[(k, named, None, [])]))
+    assert list(proc.records) == ["k1", "k2"]  # the oldest, never taken back, went
+
+
+def test_a_record_name_is_the_in_process_engines_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = ForcingPlan(end=(END,), eos=(EOS,), phrases=((WAIT,),), extensions=1)
+    named = {EXTRA_ARGS_KEY: plan.to_extra_args(), RECORD_KEY: "r"}
+    monkeypatch.setattr(processor_module, "accepts_records", False)  # a server's API process
+    with pytest.raises(ValueError, match=f"{RECORD_KEY}: set by the in-process engine only"):
+        BudgetForcingLogitsProcessor.validate_params(SamplingParams(extra_args=named))
+    monkeypatch.setattr(processor_module, "accepts_records", True)
+    BudgetForcingLogitsProcessor.validate_params(SamplingParams(extra_args=named))
+    with pytest.raises(ValueError, match=f"{RECORD_KEY}: must be a string"):
+        BudgetForcingLogitsProcessor.validate_params(
+            SamplingParams(extra_args={**named, RECORD_KEY: 3})
+        )
 
 
 def test_on_the_device_an_attempt_is_read_back_with_the_next_token() -> None:

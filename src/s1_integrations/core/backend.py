@@ -34,7 +34,9 @@ class GenerationRequest:
     without it the backend returns the finished output as one chunk, which is cheaper.
     ``logprobs`` asks for the sampled token's processed log-probability (0) or that plus
     the step's top-1 (1); ``top1`` asks the backend to report each step's top-1 probability
-    from them (the adaptive policy's signal).
+    from them (the adaptive policy's signal). ``forced_flags`` asks a backend that
+    ``records_forcing`` for :attr:`Chunk.forced` on a finished (not ``deltas``) output,
+    which tells forced tokens apart without a log-probability per token.
     """
 
     prompt_ids: list[int]
@@ -46,6 +48,7 @@ class GenerationRequest:
     deltas: bool = False
     logprobs: int | None = None
     top1: bool = False
+    forced_flags: bool = False
     stop_token_ids: tuple[int, ...] = ()
     #: Stop strings; ``include_stop`` keeps the matched string in the output.
     stop: tuple[str, ...] = ()
@@ -76,6 +79,9 @@ class Chunk:
     top1: list[float] | None = None
     #: Set on the last chunk: "stop", "length" or "abort", as vLLM reports it.
     finish_reason: str | None = None
+    #: Per token, whether the processor forced it in place of an attempt to stop
+    #: (``GenerationRequest.forced_flags``).
+    forced: list[bool] | None = None
 
 
 class Backend(Protocol):
@@ -96,6 +102,9 @@ class Backend(Protocol):
     logprobs_mode: str
     #: Whether ``logprobs=1`` reports the real top-1 of each step, not only the sampled token.
     reports_top1: bool
+    #: Whether a finished output can say which tokens were forced without log-probabilities
+    #: (``GenerationRequest.forced_flags``).
+    records_forcing: bool
     #: The most sequences the engine runs at once (None: no limit known here).
     max_num_seqs: int | None
     #: Whether seeded requests are safe on this engine's configuration.

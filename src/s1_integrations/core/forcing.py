@@ -363,6 +363,12 @@ class ForcingState:
     def forcing(self) -> bool:
         return bool(self._queue)
 
+    @property
+    def forcing_left(self) -> int:
+        """Tokens still to be forced, this one included (a phrase's or the end's length
+        right after :meth:`end_attempt`)."""
+        return len(self._queue)
+
     def extension_due(self, extend: bool | None = None) -> tuple[int, ...] | None:
         """The phrase to insert if the model tried to stop now, or ``None`` to let it stop.
 

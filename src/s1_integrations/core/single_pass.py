@@ -32,21 +32,27 @@ class SinglePass(StrategyBase):
 
         Without a caller waiting for deltas, no stop strings to watch and no schema to hand
         over to, the backend is asked for the finished output alone instead of one chunk per
-        step, and the tracker reads it in one go. Forced tokens are told apart by their
-        log-probability only where the plan can insert phrases (the only place the replay
-        needs to know, see :class:`Replayer`); caps and answer caps replay from counts.
+        step, and the tracker reads it in one go. Forced tokens need telling apart only where
+        the plan can insert phrases (the only place the replay needs to know, see
+        :class:`Replayer`; caps and answer caps replay from counts): from the engine's records
+        for a finished output where the backend keeps them, else from log-probabilities.
         """
         own = sample_options(options, item.sample)
         structured = own.constrained
+        deltas = streaming or bool(own.stop) or structured
         needs_flags = item.plan.needs_extensions
-        wants_logprobs = needs_flags or item.answer_logprobs
         adaptive = item.plan.adaptive  # the top-1 of each step, for the signal values reported
+        # A finished output can have its forced tokens named by the engine's own records,
+        # which costs vLLM nothing per token; otherwise they are read off log-probabilities.
+        recorded = needs_flags and not deltas and not adaptive and self.backend.records_forcing
+        wants_logprobs = (needs_flags and not recorded) or item.answer_logprobs
         request = own.request(
             item.prompt_ids,
             item.max_tokens,
-            deltas=streaming or bool(own.stop) or structured,
+            deltas=deltas,
             logprobs=signal_logprobs(own) if adaptive else 0 if wants_logprobs else None,
             top1=adaptive,
+            forced_flags=recorded,
             forcing=item.plan.to_json(),
             # A constrained answer is a second, grammar-bound request: stop at the delimiter.
             stop_token_ids=tuple(item.plan.end) if structured else (),
@@ -59,7 +65,9 @@ class SinglePass(StrategyBase):
                 ids = chunk.token_ids
                 output_ids.extend(ids)
                 logprobs = chunk.logprobs if wants_logprobs else None
-                if needs_flags and logprobs is not None:
+                if chunk.forced is not None:
+                    forced = chunk.forced
+                elif needs_flags and logprobs is not None:
                     forced = [value == 0.0 for value in logprobs]
                 else:
                     forced = [False] * len(ids)

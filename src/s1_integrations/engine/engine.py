@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from s1_integrations.core.backend import Chunk, GenerationRequest
+from s1_integrations.engine import processor
 from s1_integrations.engine.bridge import _DONE, EngineClosedError, EngineError, LoopBridge
 from s1_integrations.engine.lifetime import Guardian
 from s1_integrations.engine.processor import (
@@ -28,6 +29,7 @@ from s1_integrations.engine.processor import (
     refuse_config_without_processors,
     refuse_engine_args_without_processors,
 )
+from s1_integrations.engine.records import RECORD_KEY, WORKER_EXTENSION, RecordFetcher, forced_flags
 from s1_integrations.engine.vllm_types import sampling_params, to_chunk
 
 __all__ = ["CPU_KV_CACHE_BYTES", "EngineClosedError", "EngineError", "InProcessEngine"]
@@ -107,6 +109,10 @@ class InProcessEngine(LoopBridge):
         super().__init__("s1-vllm-engine")
         self._submitted = 0  # also each request's id: s1-0, s1-1, ...
         self._llm: Any = None
+        #: Whether finished outputs can say which tokens were forced without log-probabilities:
+        #: the workers carry our extension unless the caller names another (``_start``).
+        self.records_forcing = False
+        self._records = RecordFetcher(self._collective_rpc)
         self._froze_gc = False
         # vLLM's engine core does not notice its owner's death (SIGTERM, SIGKILL, os._exit):
         # a guardian process ends the engine's processes then (engine/lifetime.py).
@@ -151,6 +157,12 @@ class InProcessEngine(LoopBridge):
             processors.append(PROCESSOR_FQCN)
         args["logits_processors"] = processors
         args.setdefault("disable_log_stats", True)
+        if args.get("worker_extension_cls") is None:
+            # The method that hands the processor's records of forced tokens back
+            # (engine/records.py); a caller's own extension leaves log-probabilities to it.
+            args["worker_extension_cls"] = WORKER_EXTENSION
+            self.records_forcing = True
+            processor.accepts_records = True
         # Constrained answers (tool calls, structured output) without whitespace padding,
         # which small models otherwise fill their answer budget with.
         if "structured_outputs_config" not in args:
@@ -210,7 +222,15 @@ class InProcessEngine(LoopBridge):
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         """One request's output as the core's chunks (the :class:`Backend` contract)."""
+        if request.forced_flags and (request.deltas or not self.records_forcing):
+            raise ValueError(
+                "forced_flags: only for a finished output (not deltas) of an engine whose "
+                "workers keep forcing records (no worker_extension_cls of the caller's)"
+            )
         return self._bridged(request.prompt_ids, sampling_params(request), request)
+
+    async def _collective_rpc(self, method: str, args: tuple[Any, ...]) -> list[Any]:
+        return list(await self._llm.collective_rpc(method, args=args))
 
     def vllm_stream(self, prompt_ids: list[int], params: Any) -> AsyncIterator[Any]:
         """One request with vLLM's own ``SamplingParams``, yielding vLLM's ``RequestOutput``.
@@ -232,11 +252,21 @@ class InProcessEngine(LoopBridge):
 
         request_id = f"s1-{self._submitted}"
         self._submitted += 1
+        recorded = request is not None and request.forced_flags and request.forcing is not None
+        if recorded:
+            params.extra_args[RECORD_KEY] = request_id
         try:
             async for output in self._llm.generate(
                 TokensPrompt(prompt_token_ids=prompt_ids), params, request_id
             ):
-                emit(output if request is None else to_chunk(output, request))
+                if request is None:
+                    emit(output)
+                    continue
+                chunk = to_chunk(output, request)
+                if request.forced_flags:
+                    spans = await self._records.take(request_id) if recorded else []
+                    chunk.forced = forced_flags(len(chunk.token_ids), spans)
+                emit(chunk)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await self._llm.abort(request_id)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -42,6 +43,7 @@ from vllm.v1.sample.logits_processor import (
 )
 
 from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan, ForcingState, Phase
+from s1_integrations.engine.records import RECORD_KEY, Spans
 from s1_integrations.engine.xargs import load_effort_table, resolve_plain_words
 
 if TYPE_CHECKING:
@@ -50,6 +52,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _GREEDY_EPS = 1e-5
+#: Records kept for requests nobody has taken back yet (an aborted request's stays until
+#: this many newer ones push it out).
+MAX_RECORDS = 1 << 16
+#: Whether this process's engine asks for records (``RECORD_KEY``): only the in-process
+#: engine does, and only it takes them back, so a server refuses the key from clients.
+accepts_records = False
 
 
 def top1_logprobs(logits: torch.Tensor, temperatures: torch.Tensor | None = None) -> torch.Tensor:
@@ -103,6 +111,15 @@ class _Request:
     rng: random.Random
     decided: tuple[_Decisions, int] | None = None  # an attempt decided but not yet read
     top1: tuple[_Decisions, int] | None = None  # the step's top-1 log-probability, unread
+    record: Spans | None = None  # where asked for, the spans forced in place of attempts
+
+    def end_attempt(self) -> int:
+        """The state's :meth:`~ForcingState.end_attempt`, recording the replacement's span."""
+        state = self.state
+        token = state.end_attempt()
+        if self.record is not None:
+            self.record.append((state.position, state.forcing_left))
+        return token
 
     @property
     def greedy(self) -> bool:
@@ -118,6 +135,9 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         self._id_tensors: dict[tuple[int, ...], torch.Tensor] = {}  # stop ids, built once
         self.active = True  # False: this instance leaves every request alone
         self._warned_unseen = False
+        #: Per record name, the spans forced in place of attempts (``engine/records.py``).
+        self.records: dict[str, Spans] = {}
+        _instances.add(self)
         # On a GPU, reading the argmax back every step would make the host wait for each
         # forward pass, which defeats vLLM's asynchronous scheduling: greedy rows are decided
         # on the device instead (see _decide_on_device).
@@ -137,6 +157,11 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         tokenizer (``engine/xargs.py``); the engine then only ever sees token ids.
         """
         extra = sampling_params.extra_args
+        if extra and RECORD_KEY in extra:
+            if not accepts_records:
+                raise ValueError(f"{RECORD_KEY}: set by the in-process engine only")
+            if not isinstance(extra[RECORD_KEY], str):
+                raise ValueError(f"{RECORD_KEY}: must be a string naming the record")
         if extra:
             resolve_plain_words(extra, sampling_params.thinking_token_budget)
         args = (extra or {}).get(EXTRA_ARGS_KEY)
@@ -176,6 +201,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 consumed=0,
                 temperature=params.temperature,
                 rng=random.Random(seed),
+                record=self._new_record((params.extra_args or {}).get(RECORD_KEY)),
             )
         for a, b, direction in update.moved:
             a_req = self.requests.pop(a, None)
@@ -184,6 +210,25 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 self.requests[b] = a_req
             if b_req is not None and direction is MoveDirectionality.SWAP:
                 self.requests[a] = b_req
+
+    def _new_record(self, key: str | None) -> Spans | None:
+        if key is None:
+            return None
+        records = self.records
+        if len(records) >= MAX_RECORDS:
+            del records[next(iter(records))]  # the oldest: its request was never taken back
+        spans: Spans = []
+        records[key] = spans
+        return spans
+
+    def take_records(self, keys: list[str]) -> dict[str, Spans]:
+        """The records of ``keys`` this instance holds, forgotten here once taken."""
+        found = {}
+        for key in keys:
+            spans = self.records.pop(key, None)
+            if spans is not None:
+                found[key] = spans
+        return found
 
     @staticmethod
     def _catch_up(request: _Request) -> bool:
@@ -201,7 +246,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 decisions, j = request.decided
                 request.decided = None
                 if decisions[j]:
-                    request.state.end_attempt()
+                    request.end_attempt()
             request.state.observe(token)
             request.consumed += 1
         return True
@@ -387,12 +432,25 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 attempt = request.rng.random() < p_stop[k]
             if attempt:
                 forced_rows.append(index)
-                forced_tokens.append(request.state.end_attempt())
+                forced_tokens.append(request.end_attempt())
             elif not request.greedy:  # a greedy row's argmax is not an attempt: nothing to mask
                 masked.setdefault(attempt_ids, []).append(index)
         for attempt_ids, mask_rows in masked.items():
             rows = self._to_device(mask_rows, device).unsqueeze(1)
             logits[rows, self._ids_tensor(attempt_ids, device)] = float("-inf")
+
+
+_instances: weakref.WeakSet[BudgetForcingLogitsProcessor] = weakref.WeakSet()
+
+
+def take_records(keys: list[str]) -> dict[str, Spans]:
+    """What the active processors of this process recorded for ``keys`` (the worker's side
+    of ``engine/records.py``); the records are forgotten once taken."""
+    found: dict[str, Spans] = {}
+    for instance in list(_instances):
+        if instance.active:
+            found.update(instance.take_records(keys))
+    return found
 
 
 #: How vLLM loads the processor by name (``logits_processors=[...]``, ``--logits-processors``).

@@ -137,6 +137,8 @@ class RemoteEngine(LoopBridge):
         self.logprobs_mode = "unknown"
         #: A server reports only the sampled token's log-probability, not the step's top-1.
         self.reports_top1 = False
+        #: Forced tokens are told from their log-probabilities (a server keeps no records).
+        self.records_forcing = False
         self.max_num_seqs: int | None = None  # the servers' own limits are theirs to apply
         self.seeds_ok = True
         super().__init__("s1-remote-engine")
@@ -322,6 +324,8 @@ class RemoteEngine(LoopBridge):
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         """One request's output as the core's chunks (the :class:`Backend` contract)."""
+        if request.forced_flags:
+            raise ValueError("forced_flags: servers keep no forcing records; ask for logprobs")
         return self._bridged(request)
 
     async def _produce(self, request: GenerationRequest, *, emit: Callable[[Any], None]) -> None:

@@ -63,8 +63,8 @@ def to_chunk(output: Any, request: GenerationRequest) -> Chunk:
     return Chunk(
         ids,
         sampled_logprobs(ids, logprobs),
-        top1_probabilities(len(ids), logprobs) if request.top1 else None,
-        completion.finish_reason,
+        top1=top1_probabilities(len(ids), logprobs) if request.top1 else None,
+        finish_reason=completion.finish_reason,
     )
 
 

@@ -47,6 +47,7 @@ from s1_integrations.core.knobs import (
 )
 from s1_integrations.core.plans import PlanBuilder
 from s1_integrations.engine.argv import flag_value
+from s1_integrations.engine.records import RECORD_KEY
 
 #: The per-request effort knob; its levels are the effort table's.
 EFFORT_KEY = "reasoning_effort"
@@ -55,8 +56,9 @@ EFFORT_KEY = "reasoning_effort"
 ADAPTIVE_KEYS: dict[str, str] = {f"adaptive_{name}": name for name in AdaptivePolicy.model_fields}
 #: Plain-word keys: the budget's own field names, the policy's flat keys, the effort level.
 PLAIN_KEYS: frozenset[str] = frozenset({*BUDGET_FIELDS, *ADAPTIVE_KEYS, EFFORT_KEY})
-#: Every ``vllm_xargs`` key the processor reads.
-OUR_KEYS: frozenset[str] = frozenset({*PLAIN_KEYS, EXTRA_ARGS_KEY})
+#: Every ``vllm_xargs`` key the processor reads (``RECORD_KEY`` only from the in-process
+#: engine: the processor refuses it elsewhere).
+OUR_KEYS: frozenset[str] = frozenset({*PLAIN_KEYS, EXTRA_ARGS_KEY, RECORD_KEY})
 #: Words that make a key ours for the typo check (other processors' keys pass untouched).
 _OUR_WORDS = (
     "thinking",

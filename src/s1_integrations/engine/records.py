@@ -1,0 +1,92 @@
+"""Which tokens the processor forced in place of an attempt to stop, read from the worker.
+
+A replay of a single-pass output must know where an extension phrase (or the end delimiter)
+was forced in place of the model's attempt to stop, and where the model wrote those tokens
+itself: the token ids alone cannot say. Streams learn it from each token's processed
+log-probability (a forced one's is exactly 0). For a finished output the in-process engine
+asks the processor instead: a request whose ``extra_args`` carry :data:`RECORD_KEY` has its
+forced spans recorded in the worker, and one call through vLLM's ``collective_rpc`` (to the
+method :class:`ForcingRecordsWorker` adds to vLLM's worker, ``worker_extension_cls``) takes
+them back once the request has finished. That spares vLLM a log-probability per token, which
+its sampler, engine core and output processor each handle per step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+#: The ``extra_args`` key holding a request's record name (the in-process engine's own).
+RECORD_KEY = "s1_record"
+#: The method vLLM's workers gain from :class:`ForcingRecordsWorker`.
+TAKE_METHOD = "s1_take_forcing_records"
+#: How vLLM names the worker extension (``worker_extension_cls``).
+WORKER_EXTENSION = "s1_integrations.engine.records.ForcingRecordsWorker"
+
+#: A request's forced spans: ``(output position, length)`` of each replacement.
+Spans = list[tuple[int, int]]
+
+
+class ForcingRecordsWorker:
+    """Mixed into vLLM's worker class: hands over the spans its processors recorded."""
+
+    def s1_take_forcing_records(self, keys: list[str]) -> dict[str, Spans]:
+        from s1_integrations.engine.processor import take_records
+
+        return take_records(keys)
+
+
+def forced_flags(count: int, spans: Spans) -> list[bool]:
+    """Per output token, whether a recorded span forced it (spans past ``count`` are cut)."""
+    flags = [False] * count
+    for start, length in spans:
+        flags[start : start + length] = [True] * max(0, min(length, count - start))
+    return flags
+
+
+class RecordFetcher:
+    """Takes finished requests' records back, one ``collective_rpc`` for all that ask at once.
+
+    Requests that finish in the same engine step reach the front end together; each asks
+    :meth:`take`, and they share one call to the workers instead of one each. Lives on the
+    engine's event loop.
+    """
+
+    def __init__(self, rpc: Callable[[str, tuple[Any, ...]], Awaitable[list[Any]]]) -> None:
+        self._rpc = rpc
+        self._waiting: dict[str, asyncio.Future[Spans]] = {}
+        self._flush: asyncio.Task[None] | None = None
+
+    async def take(self, key: str) -> Spans:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Spans] = loop.create_future()
+        self._waiting[key] = future
+        if self._flush is None:
+            self._flush = loop.create_task(self._take_waiting())
+        return await future
+
+    async def _take_waiting(self) -> None:
+        await asyncio.sleep(0)  # let the other requests finished in this step ask too
+        self._flush = None
+        waiting, self._waiting = self._waiting, {}
+        try:
+            replies = await self._rpc(TAKE_METHOD, (list(waiting),))
+        except Exception as e:
+            for future in waiting.values():
+                if not future.done():
+                    future.set_exception(e)
+            return
+        found: dict[str, Spans] = {}
+        for reply in replies:  # one per worker; those without a sampler reply with nothing
+            for key, spans in (reply or {}).items():
+                found.setdefault(key, [tuple(span) for span in spans])  # type: ignore[misc]
+        for key, future in waiting.items():
+            if future.done():  # its caller left
+                continue
+            if key in found:
+                future.set_result(found[key])
+            else:
+                future.set_exception(
+                    LookupError(f"the engine's processor kept no forcing record for {key}")
+                )
