@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from s1_integrations import FinalResult, ThinkingBudget
-from s1_integrations.core.backend import GenerationRequest
+from s1_integrations.core.backend import GenerationRequest, forced_flags
 from s1_integrations.toy.problems import random_problem
 
 pytestmark = pytest.mark.engine
@@ -49,7 +49,7 @@ def test_generate_asks_for_records_not_logprobs_and_streams_agree(
     questions = prompts()
     plan = generator.plan_for(BUDGET)
     finished = generator.generate(questions, BUDGET)
-    assert [(r.forced_flags, r.logprobs, r.deltas) for r in requests_sent] == [
+    assert [(r.attempts, r.logprobs, r.deltas) for r in requests_sent] == [
         (True, None, False)
     ] * len(questions)
     requests_sent.clear()
@@ -57,9 +57,9 @@ def test_generate_asks_for_records_not_logprobs_and_streams_agree(
         next(e.result for e in generator.stream(q, BUDGET) if isinstance(e, FinalResult))
         for q in questions
     ]
-    assert [(r.forced_flags, r.logprobs, r.deltas) for r in requests_sent] == [
-        (False, 0, True)
-    ] * len(questions)
+    assert [(r.attempts, r.logprobs, r.deltas) for r in requests_sent] == [(False, 0, True)] * len(
+        questions
+    )
     for a, b in zip(finished, streamed, strict=True):
         assert a.model_dump() == b.model_dump()
         assert a.extensions == 3
@@ -75,13 +75,14 @@ def test_records_name_exactly_the_tokens_forced_in_place_of_attempts(generator: 
     for question in prompts(6):
         (item,) = generator.prepare(question, BUDGET)
         request = GenerationRequest(
-            item.prompt_ids, item.max_tokens, forced_flags=True, forcing=item.plan.to_json()
+            item.prompt_ids, item.max_tokens, attempts=True, forcing=item.plan.to_json()
         )
         chunks = engine.iterate_sync(engine.stream(request))
         (chunk,) = list(chunks)
         result = generator.generate(question, BUDGET)[0]
         assert chunk.token_ids == result.token_ids and chunk.logprobs is None
-        assert chunk.forced is not None
+        assert chunk.attempts is not None
+        forced = forced_flags(len(chunk.token_ids), chunk.attempts)
         expected = set()
         for k, position in enumerate(result.extension_positions):
             phrase = plan.phrases[k % len(plan.phrases)]
@@ -90,7 +91,8 @@ def test_records_name_exactly_the_tokens_forced_in_place_of_attempts(generator: 
         # processor forced the (one-token) end in place of that attempt, right after it.
         assert result.thinking_ended_by == "model" and len(plan.end) == 1
         expected.add(result.thinking_tokens)
-        assert {i for i, f in enumerate(chunk.forced) if f} == expected
+        assert {i for i, f in enumerate(forced) if f} == expected
+        assert [signal for _, _, signal in chunk.attempts] == [None] * 4  # no policy here
 
 
 def test_forced_flags_where_no_record_can_be_had_are_refused_before_the_engine(
@@ -100,9 +102,52 @@ def test_forced_flags_where_no_record_can_be_had_are_refused_before_the_engine(
     (item,) = generator.prepare("What is 1 + 2?", BUDGET)
     before = engine.submitted_requests
     request = GenerationRequest(
-        item.prompt_ids, 32, deltas=True, forced_flags=True, forcing=item.plan.to_json()
+        item.prompt_ids, 32, deltas=True, attempts=True, forcing=item.plan.to_json()
     )
-    with pytest.raises(ValueError, match="forced_flags: only for a finished output"):
+    with pytest.raises(ValueError, match="attempts: only for a finished output"):
         engine.stream(request)
     assert engine.submitted_requests == before
     assert generator.generate("What is 1 + 2?")[0].token_ids  # the engine still serves
+
+
+def test_adaptive_results_take_the_processors_signals_from_its_records(
+    generator: Any, requests_sent: list[GenerationRequest]
+) -> None:
+    """No top-1 per token for a finished output: the decisions and the signal values are the
+    processor's own, and agree with a stream's, recomputed from log-probabilities."""
+    from conftest import heldout
+
+    questions = [r["question"] for d in ("easy", "hard") for r in heldout(d, 3)]
+    budgets = [
+        ThinkingBudget(adaptive={}),
+        ThinkingBudget(adaptive={"signal": "mean_top1", "threshold": 0.9}),
+        ThinkingBudget(adaptive={"max_extensions": 2}, min_thinking_tokens=20),
+    ]
+    signals: list[float | None] = []
+    for b in budgets:
+        requests_sent.clear()
+        finished = generator.generate(questions, b)
+        signals += [x for r in finished for x in r.extension_signals]
+        assert {(r.attempts, r.logprobs, r.top1) for r in requests_sent} == {(True, None, False)}
+        streamed = [
+            next(e.result for e in generator.stream(q, b) if isinstance(e, FinalResult))
+            for q in questions
+        ]
+        for a, s in zip(finished, streamed, strict=True):
+            assert a.token_ids == s.token_ids
+            assert (a.extension_positions, a.thinking_ended_by) == (
+                s.extension_positions,
+                s.thinking_ended_by,
+            )
+            assert [x is None for x in a.extension_signals] == [
+                x is None for x in s.extension_signals
+            ]
+            assert a.extension_signals == pytest.approx(s.extension_signals, abs=1e-6)
+            if s.thinking_end_signal is None:
+                assert a.thinking_end_signal is None
+            else:
+                assert a.thinking_end_signal == pytest.approx(s.thinking_end_signal, abs=1e-6)
+        if b == budgets[0]:  # the default policy: sure on the easy half, unsure on the hard
+            assert [r.thinking_ended_by for r in finished] == ["policy"] * 3 + ["model"] * 3
+    # Extensions the policy triggered (with a signal) and the minimum's (without).
+    assert any(x is not None for x in signals) and None in signals

@@ -13,6 +13,7 @@ import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
 
+from s1_integrations.core.backend import forced_flags
 from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan, Phase, replay
 from s1_integrations.engine import processor as processor_module
 from s1_integrations.engine.processor import (
@@ -20,7 +21,7 @@ from s1_integrations.engine.processor import (
     BudgetForcingLogitsProcessor,
     BudgetForcingPlugin,
 )
-from s1_integrations.engine.records import RECORD_KEY, Spans, forced_flags
+from s1_integrations.engine.records import RECORD_KEY, Attempts
 
 V = 16
 END, EOS, WAIT, A, B = 10, 11, 12, 1, 2
@@ -360,8 +361,8 @@ def test_deciding_on_the_device_forces_exactly_what_deciding_on_the_host_does(se
 def test_records_replay_every_row_exactly_as_the_processor_forced_it(seed: int) -> None:
     """The spans recorded in place of attempts are all a replay needs from the engine: with
     them, the ids alone give each row's own state, though the model also writes "Wait"."""
-    host: dict[str, Spans] = {}
-    device: dict[str, Spans] = {}
+    host: dict[str, Attempts] = {}
+    device: dict[str, Attempts] = {}
     outs, states = decode(decide_on_device=False, seed=seed, records=host)
     assert decode(decide_on_device=True, seed=seed, records=device)[0] == outs
     assert device == host and set(host) == {f"r{i}" for i in range(len(PLANS))}
@@ -393,9 +394,10 @@ def test_records_are_kept_only_where_asked_taken_once_and_bounded(
     proc.update_state(update(added=[(0, asked, None, outs[0]), (1, unasked, None, outs[1])]))
     logits = proc.apply(logits_preferring(END, END))
     assert forced_token(logits[0]) == forced_token(logits[1]) == WAIT
-    assert proc.records == {"mine": [(0, 2)]}  # the phrase's two tokens, from output index 0
+    # The phrase's two tokens from output index 0; no policy, so no signal.
+    assert proc.records == {"mine": [(0, 2, None)]}
     proc.update_state(update(removed=[0, 1]))
-    assert proc.take_records(["mine", "other"]) == {"mine": [(0, 2)]}  # kept past removal
+    assert proc.take_records(["mine", "other"]) == {"mine": [(0, 2, None)]}  # kept past removal
     assert proc.take_records(["mine"]) == {}  # taken once
     monkeypatch.setattr(processor_module, "MAX_RECORDS", 2)
     for k in range(3):

@@ -26,6 +26,21 @@ BACKENDS_GROUP = "s1_integrations.backends"
 _EXTRAS = {"in_process": "s1-integrations[cpu] (or [gpu])", "servers": "s1-integrations"}
 
 
+#: One attempt of the model to end its thinking that the processor replaced, as its records
+#: say: the output position and length of what it forced instead (a phrase, or the end
+#: delimiter), and the adaptive policy's signal there (``None`` where the policy did not
+#: decide).
+Attempt = tuple[int, int, float | None]
+
+
+def forced_flags(count: int, attempts: list[Attempt]) -> list[bool]:
+    """Per output token, whether a replacement forced it (what runs past ``count`` is cut)."""
+    flags = [False] * count
+    for start, length, _ in attempts:
+        flags[start : start + length] = [True] * max(0, min(length, count - start))
+    return flags
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
     """One request in token ids, with every knob the generator uses and nothing else.
@@ -34,9 +49,10 @@ class GenerationRequest:
     without it the backend returns the finished output as one chunk, which is cheaper.
     ``logprobs`` asks for the sampled token's processed log-probability (0) or that plus
     the step's top-1 (1); ``top1`` asks the backend to report each step's top-1 probability
-    from them (the adaptive policy's signal). ``forced_flags`` asks a backend that
-    ``records_forcing`` for :attr:`Chunk.forced` on a finished (not ``deltas``) output,
-    which tells forced tokens apart without a log-probability per token.
+    from them (the adaptive policy's signal). ``attempts`` asks a backend that
+    ``records_forcing`` for :attr:`Chunk.attempts` on a finished (not ``deltas``) output,
+    which tells forced tokens apart (and gives the policy's signals) without any
+    log-probabilities.
     """
 
     prompt_ids: list[int]
@@ -48,7 +64,7 @@ class GenerationRequest:
     deltas: bool = False
     logprobs: int | None = None
     top1: bool = False
-    forced_flags: bool = False
+    attempts: bool = False
     stop_token_ids: tuple[int, ...] = ()
     #: Stop strings; ``include_stop`` keeps the matched string in the output.
     stop: tuple[str, ...] = ()
@@ -79,9 +95,8 @@ class Chunk:
     top1: list[float] | None = None
     #: Set on the last chunk: "stop", "length" or "abort", as vLLM reports it.
     finish_reason: str | None = None
-    #: Per token, whether the processor forced it in place of an attempt to stop
-    #: (``GenerationRequest.forced_flags``).
-    forced: list[bool] | None = None
+    #: The attempts to stop the processor replaced (``GenerationRequest.attempts``).
+    attempts: list[Attempt] | None = None
 
 
 class Backend(Protocol):
@@ -103,7 +118,7 @@ class Backend(Protocol):
     #: Whether ``logprobs=1`` reports the real top-1 of each step, not only the sampled token.
     reports_top1: bool
     #: Whether a finished output can say which tokens were forced without log-probabilities
-    #: (``GenerationRequest.forced_flags``).
+    #: (``GenerationRequest.attempts``).
     records_forcing: bool
     #: The most sequences the engine runs at once (None: no limit known here).
     max_num_seqs: int | None

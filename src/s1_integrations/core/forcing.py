@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property, lru_cache
@@ -478,17 +478,20 @@ class ForcingState:
         phrase = self.extension_due()
         return phrase[0] if phrase is not None else self.plan.end[0]
 
-    def end_attempt(self, extend: bool | None = None) -> int:
+    def end_attempt(self, extend: bool | None = None, measured: float | None = None) -> int:
         """The model tried to end its thinking: extend it, or close the block properly.
 
-        ``extend`` is a policy decision already taken (see :meth:`extension_due`).
+        ``extend`` is a policy decision already taken (see :meth:`extension_due`);
+        ``measured`` the policy's signal there as the engine measured it, reported instead
+        of this state's own (a replay from the engine's records has it, and no top-1s).
         """
         assert self.phase is Phase.THINKING and not self._queue
         policy = self._policy_decides()
+        signal = (self.signal_value if measured is None else measured) if policy else None
         phrase = self.extension_due(extend)
         if phrase is not None:
             self.extension_positions.append(self.position)
-            self.extension_signals.append(self.signal_value if policy else None)
+            self.extension_signals.append(signal)
             self.inserted += 1
             if self._signals is not None:
                 self._signals.reset()  # the signal covers the tokens since this extension
@@ -496,7 +499,7 @@ class ForcingState:
         else:
             if policy:
                 self.ended_by = "policy"
-                self.end_signal = self.signal_value
+                self.end_signal = signal
             else:
                 self.ended_by = "model"
             self._enqueue(self.plan.end, _Kind.END)
@@ -608,6 +611,7 @@ class Replayer:
         self.ids: list[int] = []
         self.forced: list[bool] = []
         self.top1: list[float | None] = []  # per token, its step's top-1 probability
+        self.measured: dict[int, float | None] = {}  # the engine's signal, by attempt position
         self._lookahead = max(len(plan.end), *(len(p) for p in plan.phrases), 1)
 
     def feed(
@@ -616,9 +620,13 @@ class Replayer:
         forced: list[bool],
         final: bool = False,
         top1: Sequence[float | None] | None = None,
+        measured: Mapping[int, float | None] | None = None,
     ) -> None:
         """More output; ``top1`` (per token, for an adaptive plan) lets the result report
-        the policy's signal values, which the decisions themselves are never read from."""
+        the policy's signal values, which the decisions themselves are never read from.
+        ``measured`` gives them instead, by output position, as the engine's records do."""
+        if measured:
+            self.measured.update(measured)
         self.ids.extend(ids)
         self.forced.extend(forced)
         self.top1.extend(top1 if top1 is not None else [None] * len(ids))
@@ -630,11 +638,12 @@ class Replayer:
             if p is not None:
                 state.note_top1(p)
             if self._whole_end_follows(i):
-                state.end_attempt()  # its tokens are the delimiter's, not thinking
+                # its tokens are the delimiter's, not thinking
+                state.end_attempt(measured=self.measured.get(i))
             elif state.pending() is None and self.forced[i] and state.phase is Phase.THINKING:
                 extend = self._forced_decision(i)
                 if extend is not None:
-                    state.end_attempt(extend)
+                    state.end_attempt(extend, self.measured.get(i))
             state.observe(self.ids[i])
 
     def _whole_end_follows(self, i: int) -> bool:

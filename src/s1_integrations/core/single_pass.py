@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 
+from s1_integrations.core.backend import forced_flags
 from s1_integrations.core.forcing import Phase
 from s1_integrations.core.results import FinalResult, StreamEvent
 from s1_integrations.core.sampling import SamplingOptions, sample_options, signal_logprobs
@@ -42,17 +43,19 @@ class SinglePass(StrategyBase):
         deltas = streaming or bool(own.stop) or structured
         needs_flags = item.plan.needs_extensions
         adaptive = item.plan.adaptive  # the top-1 of each step, for the signal values reported
-        # A finished output can have its forced tokens named by the engine's own records,
-        # which costs vLLM nothing per token; otherwise they are read off log-probabilities.
-        recorded = needs_flags and not deltas and not adaptive and self.backend.records_forcing
+        # A finished output can have its forced tokens (and the policy's signals) named by
+        # the engine's own records, which cost vLLM nothing per token; otherwise they are
+        # read off log-probabilities.
+        recorded = needs_flags and not deltas and self.backend.records_forcing
         wants_logprobs = (needs_flags and not recorded) or item.answer_logprobs
+        top1 = adaptive and not recorded
         request = own.request(
             item.prompt_ids,
             item.max_tokens,
             deltas=deltas,
-            logprobs=signal_logprobs(own) if adaptive else 0 if wants_logprobs else None,
-            top1=adaptive,
-            forced_flags=recorded,
+            logprobs=signal_logprobs(own) if top1 else 0 if wants_logprobs else None,
+            top1=top1,
+            attempts=recorded,
             forcing=item.plan.to_json(),
             # A constrained answer is a second, grammar-bound request: stop at the delimiter.
             stop_token_ids=tuple(item.plan.end) if structured else (),
@@ -65,13 +68,18 @@ class SinglePass(StrategyBase):
                 ids = chunk.token_ids
                 output_ids.extend(ids)
                 logprobs = chunk.logprobs if wants_logprobs else None
-                if chunk.forced is not None:
-                    forced = chunk.forced
+                measured = None
+                if chunk.attempts is not None:
+                    forced = forced_flags(len(ids), chunk.attempts)
+                    measured = {position: signal for position, _, signal in chunk.attempts}
                 elif needs_flags and logprobs is not None:
                     forced = [value == 0.0 for value in logprobs]
                 else:
                     forced = [False] * len(ids)
-                for event in tracker.feed(ids, forced, top1=chunk.top1, logprobs=logprobs):
+                events = tracker.feed(
+                    ids, forced, top1=chunk.top1, logprobs=logprobs, measured=measured
+                )
+                for event in events:
                     yield event
                 if tracker.stopped_by_string:
                     break  # closing the stream aborts the request in the engine

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from s1_integrations.core.budget import ThinkingBudget
@@ -155,8 +155,9 @@ class OutputTracker:
         final: bool = False,
         top1: Sequence[float | None] | None = None,
         logprobs: list[float] | None = None,
+        measured: Mapping[int, float | None] | None = None,
     ) -> list[StreamEvent]:
-        self.replayer.feed(ids, forced, final, top1)
+        self.replayer.feed(ids, forced, final, top1, measured)
         if self.item.answer_logprobs:
             self._logprobs.extend(logprobs if logprobs is not None else [None] * len(ids))
         state = self.state

@@ -29,7 +29,7 @@ from s1_integrations.engine.processor import (
     refuse_config_without_processors,
     refuse_engine_args_without_processors,
 )
-from s1_integrations.engine.records import RECORD_KEY, WORKER_EXTENSION, RecordFetcher, forced_flags
+from s1_integrations.engine.records import RECORD_KEY, WORKER_EXTENSION, RecordFetcher
 from s1_integrations.engine.vllm_types import sampling_params, to_chunk
 
 __all__ = ["CPU_KV_CACHE_BYTES", "EngineClosedError", "EngineError", "InProcessEngine"]
@@ -222,9 +222,9 @@ class InProcessEngine(LoopBridge):
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         """One request's output as the core's chunks (the :class:`Backend` contract)."""
-        if request.forced_flags and (request.deltas or not self.records_forcing):
+        if request.attempts and (request.deltas or not self.records_forcing):
             raise ValueError(
-                "forced_flags: only for a finished output (not deltas) of an engine whose "
+                "attempts: only for a finished output (not deltas) of an engine whose "
                 "workers keep forcing records (no worker_extension_cls of the caller's)"
             )
         return self._bridged(request.prompt_ids, sampling_params(request), request)
@@ -252,7 +252,7 @@ class InProcessEngine(LoopBridge):
 
         request_id = f"s1-{self._submitted}"
         self._submitted += 1
-        recorded = request is not None and request.forced_flags and request.forcing is not None
+        recorded = request is not None and request.attempts and request.forcing is not None
         if recorded:
             params.extra_args[RECORD_KEY] = request_id
         try:
@@ -263,9 +263,8 @@ class InProcessEngine(LoopBridge):
                     emit(output)
                     continue
                 chunk = to_chunk(output, request)
-                if request.forced_flags:
-                    spans = await self._records.take(request_id) if recorded else []
-                    chunk.forced = forced_flags(len(chunk.token_ids), spans)
+                if request.attempts:
+                    chunk.attempts = await self._records.take(request_id) if recorded else []
                 emit(chunk)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):

@@ -43,7 +43,7 @@ from vllm.v1.sample.logits_processor import (
 )
 
 from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan, ForcingState, Phase
-from s1_integrations.engine.records import RECORD_KEY, Spans
+from s1_integrations.engine.records import RECORD_KEY, Attempts
 from s1_integrations.engine.xargs import load_effort_table, resolve_plain_words
 
 if TYPE_CHECKING:
@@ -111,14 +111,17 @@ class _Request:
     rng: random.Random
     decided: tuple[_Decisions, int] | None = None  # an attempt decided but not yet read
     top1: tuple[_Decisions, int] | None = None  # the step's top-1 log-probability, unread
-    record: Spans | None = None  # where asked for, the spans forced in place of attempts
+    record: Attempts | None = None  # where asked for, each attempt replaced (records.py)
 
     def end_attempt(self) -> int:
-        """The state's :meth:`~ForcingState.end_attempt`, recording the replacement's span."""
+        """The state's :meth:`~ForcingState.end_attempt`, recorded where the request asks."""
         state = self.state
+        inserted = state.inserted
         token = state.end_attempt()
         if self.record is not None:
-            self.record.append((state.position, state.forcing_left))
+            extended = state.inserted > inserted
+            signal = state.extension_signals[-1] if extended else state.end_signal
+            self.record.append((state.position, state.forcing_left, signal))
         return token
 
     @property
@@ -135,8 +138,8 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         self._id_tensors: dict[tuple[int, ...], torch.Tensor] = {}  # stop ids, built once
         self.active = True  # False: this instance leaves every request alone
         self._warned_unseen = False
-        #: Per record name, the spans forced in place of attempts (``engine/records.py``).
-        self.records: dict[str, Spans] = {}
+        #: Per record name, the attempts replaced (``engine/records.py``).
+        self.records: dict[str, Attempts] = {}
         _instances.add(self)
         # On a GPU, reading the argmax back every step would make the host wait for each
         # forward pass, which defeats vLLM's asynchronous scheduling: greedy rows are decided
@@ -211,17 +214,17 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             if b_req is not None and direction is MoveDirectionality.SWAP:
                 self.requests[a] = b_req
 
-    def _new_record(self, key: str | None) -> Spans | None:
+    def _new_record(self, key: str | None) -> Attempts | None:
         if key is None:
             return None
         records = self.records
         if len(records) >= MAX_RECORDS:
             del records[next(iter(records))]  # the oldest: its request was never taken back
-        spans: Spans = []
+        spans: Attempts = []
         records[key] = spans
         return spans
 
-    def take_records(self, keys: list[str]) -> dict[str, Spans]:
+    def take_records(self, keys: list[str]) -> dict[str, Attempts]:
         """The records of ``keys`` this instance holds, forgotten here once taken."""
         found = {}
         for key in keys:
@@ -443,10 +446,10 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
 _instances: weakref.WeakSet[BudgetForcingLogitsProcessor] = weakref.WeakSet()
 
 
-def take_records(keys: list[str]) -> dict[str, Spans]:
+def take_records(keys: list[str]) -> dict[str, Attempts]:
     """What the active processors of this process recorded for ``keys`` (the worker's side
     of ``engine/records.py``); the records are forgotten once taken."""
-    found: dict[str, Spans] = {}
+    found: dict[str, Attempts] = {}
     for instance in list(_instances):
         if instance.active:
             found.update(instance.take_records(keys))

@@ -4,11 +4,13 @@ A replay of a single-pass output must know where an extension phrase (or the end
 was forced in place of the model's attempt to stop, and where the model wrote those tokens
 itself: the token ids alone cannot say. Streams learn it from each token's processed
 log-probability (a forced one's is exactly 0). For a finished output the in-process engine
-asks the processor instead: a request whose ``extra_args`` carry :data:`RECORD_KEY` has its
-forced spans recorded in the worker, and one call through vLLM's ``collective_rpc`` (to the
+asks the processor instead: a request whose ``extra_args`` carry :data:`RECORD_KEY` has each
+attempt the processor replaced recorded in the worker (with the adaptive policy's signal
+there, which the processor measured anyway), and one call through vLLM's ``collective_rpc`` (to the
 method :class:`ForcingRecordsWorker` adds to vLLM's worker, ``worker_extension_cls``) takes
 them back once the request has finished. That spares vLLM a log-probability per token, which
-its sampler, engine core and output processor each handle per step.
+its sampler, engine core and output processor each handle per step (``logprobs=1`` for
+an adaptive policy's signal).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from s1_integrations.core.backend import Attempt
+
 #: The ``extra_args`` key holding a request's record name (the in-process engine's own).
 RECORD_KEY = "s1_record"
 #: The method vLLM's workers gain from :class:`ForcingRecordsWorker`.
@@ -24,25 +28,17 @@ TAKE_METHOD = "s1_take_forcing_records"
 #: How vLLM names the worker extension (``worker_extension_cls``).
 WORKER_EXTENSION = "s1_integrations.engine.records.ForcingRecordsWorker"
 
-#: A request's forced spans: ``(output position, length)`` of each replacement.
-Spans = list[tuple[int, int]]
+#: A request's record: each attempt the processor replaced, in order.
+Attempts = list[Attempt]
 
 
 class ForcingRecordsWorker:
-    """Mixed into vLLM's worker class: hands over the spans its processors recorded."""
+    """Mixed into vLLM's worker class: hands over what its processors recorded."""
 
-    def s1_take_forcing_records(self, keys: list[str]) -> dict[str, Spans]:
+    def s1_take_forcing_records(self, keys: list[str]) -> dict[str, Attempts]:
         from s1_integrations.engine.processor import take_records
 
         return take_records(keys)
-
-
-def forced_flags(count: int, spans: Spans) -> list[bool]:
-    """Per output token, whether a recorded span forced it (spans past ``count`` are cut)."""
-    flags = [False] * count
-    for start, length in spans:
-        flags[start : start + length] = [True] * max(0, min(length, count - start))
-    return flags
 
 
 class RecordFetcher:
@@ -55,12 +51,12 @@ class RecordFetcher:
 
     def __init__(self, rpc: Callable[[str, tuple[Any, ...]], Awaitable[list[Any]]]) -> None:
         self._rpc = rpc
-        self._waiting: dict[str, asyncio.Future[Spans]] = {}
+        self._waiting: dict[str, asyncio.Future[Attempts]] = {}
         self._flush: asyncio.Task[None] | None = None
 
-    async def take(self, key: str) -> Spans:
+    async def take(self, key: str) -> Attempts:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Spans] = loop.create_future()
+        future: asyncio.Future[Attempts] = loop.create_future()
         self._waiting[key] = future
         if self._flush is None:
             self._flush = loop.create_task(self._take_waiting())
@@ -77,10 +73,10 @@ class RecordFetcher:
                 if not future.done():
                     future.set_exception(e)
             return
-        found: dict[str, Spans] = {}
+        found: dict[str, Attempts] = {}
         for reply in replies:  # one per worker; those without a sampler reply with nothing
-            for key, spans in (reply or {}).items():
-                found.setdefault(key, [tuple(span) for span in spans])  # type: ignore[misc]
+            for key, attempts in (reply or {}).items():
+                found.setdefault(key, [(int(p), int(n), s) for p, n, s in attempts])
         for key, future in waiting.items():
             if future.done():  # its caller left
                 continue

@@ -324,8 +324,8 @@ class RemoteEngine(LoopBridge):
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         """One request's output as the core's chunks (the :class:`Backend` contract)."""
-        if request.forced_flags:
-            raise ValueError("forced_flags: servers keep no forcing records; ask for logprobs")
+        if request.attempts:
+            raise ValueError("attempts: servers keep no forcing records; ask for logprobs")
         return self._bridged(request)
 
     async def _produce(self, request: GenerationRequest, *, emit: Callable[[Any], None]) -> None:
