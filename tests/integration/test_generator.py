@@ -310,10 +310,17 @@ def test_only_the_output_a_call_needs_is_requested(generator, submitted) -> None
     generator.generate("What is 1 + 2?", cap, stop=["is"])
     list(generator.stream("What is 1 + 2?", cap))
     list(generator.stream("What is 1 + 2?", extend))
-    got = [(r.deltas, r.logprobs) for r in submitted]
-    # Not streaming: the finished output only. Log-probabilities (which mark forced tokens)
-    # only where phrases can be inserted; stop strings are watched on deltas.
-    assert got == [(final, None), (final, 0), (delta, None), (delta, None), (delta, 0)]
+    got = [(r.deltas, r.logprobs, r.attempts) for r in submitted]
+    # Not streaming: the finished output only. Forced tokens need marking only where phrases
+    # can be inserted: by the engine's records for a finished output, by log-probabilities
+    # on a stream; stop strings are watched on deltas.
+    assert got == [
+        (final, None, False),
+        (final, None, True),
+        (delta, None, False),
+        (delta, None, False),
+        (delta, 0, False),
+    ]
 
 
 @pytest.mark.parametrize(
