@@ -274,6 +274,11 @@ async def test_async_requests_each_get_their_own_budget(
             "thinking_token_budget",
         ),
         ({"vllm_xargs": {"s1_budget": "{}"}}, "s1_budget.end must be a list of token ids"),
+        # The in-process engine's record name: a server keeps no records for its clients.
+        (
+            {"vllm_xargs": {"max_thinking_tokens": 4, "s1_record": "r"}},
+            "s1_record: set by the in-process engine only",
+        ),
     ],
 )
 def test_typos_bad_values_and_conflicts_are_400s_and_the_server_carries_on(

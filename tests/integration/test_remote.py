@@ -552,9 +552,20 @@ def test_a_killed_server_fails_pending_and_later_calls_and_the_fleet_carries_on(
         except BaseException as e:
             errors.append(e)
 
-    worker = threading.Thread(target=pending)
-    worker.start()
-    assert streaming.wait(timeout=120)
+    for _ in range(3):
+        seen.clear()
+        streaming.clear()
+        worker = threading.Thread(target=pending)
+        worker.start()
+        assert streaming.wait(timeout=120)
+        if doomed.metric("vllm:num_requests_running") >= 1:
+            break  # still generating: the kill lands in the middle of the request
+        # On a loaded machine the client may read its first token only once the server has
+        # sent them all: that run proves nothing, so the same request runs again.
+        worker.join(timeout=120)
+        assert not errors, errors
+    else:
+        pytest.fail("the server finished each request before its client read a token")
     killed = time.monotonic()
     doomed.kill()
     worker.join(timeout=60)

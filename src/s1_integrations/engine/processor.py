@@ -220,17 +220,17 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         records = self.records
         if len(records) >= MAX_RECORDS:
             del records[next(iter(records))]  # the oldest: its request was never taken back
-        spans: Attempts = []
-        records[key] = spans
-        return spans
+        attempts: Attempts = []
+        records[key] = attempts
+        return attempts
 
     def take_records(self, keys: list[str]) -> dict[str, Attempts]:
         """The records of ``keys`` this instance holds, forgotten here once taken."""
-        found = {}
+        found: dict[str, Attempts] = {}
         for key in keys:
-            spans = self.records.pop(key, None)
-            if spans is not None:
-                found[key] = spans
+            attempts = self.records.pop(key, None)
+            if attempts is not None:
+                found[key] = attempts
         return found
 
     @staticmethod
