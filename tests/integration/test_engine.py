@@ -11,6 +11,8 @@ import pytest
 
 from conftest import ENGINE_ARGS
 from s1_integrations import toy_model_path
+from s1_integrations.engine import engine as engine_module
+from s1_integrations.engine import processor
 from s1_integrations.engine.engine import EngineClosedError, EngineError, InProcessEngine
 
 
@@ -57,7 +59,11 @@ def test_close_leaves_no_engine_process() -> None:
         assert spawned, "vLLM runs its engine core in child processes"
         config = json.loads((Path(toy_model_path()) / "config.json").read_text())
         assert engine.max_model_len == config["max_position_embeddings"]
+        assert processor.accepts_records  # its front end takes record names from it
     engine.close()  # idempotent
+    # ... and only while some engine in this process still takes the records back
+    still_recording = [e for e in engine_module._live_engines if e.records_forcing]
+    assert processor.accepts_records is bool(still_recording)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and spawned & {p.pid for p in _children()}:
         time.sleep(0.5)

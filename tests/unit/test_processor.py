@@ -289,12 +289,17 @@ PLANS = [
 
 
 def decode(
-    decide_on_device: bool, seed: int, delimiters: bool = False, records: dict | None = None
+    decide_on_device: bool,
+    seed: int,
+    delimiters: bool = False,
+    records: dict | None = None,
+    processed: list[torch.Tensor] | None = None,
 ) -> tuple[list[list[int]], list[tuple[object, ...]]]:
     """A greedy decoding loop over random logits that often try to stop, as vLLM drives it.
 
     Row 5 samples (temperature 1): it takes the host path in both modes, so the two runs
-    must still agree on it.
+    must still agree on it. ``processed`` collects each step's logits as the processor
+    left them.
     """
     proc = processor()
     proc.decide_on_device = decide_on_device
@@ -321,7 +326,10 @@ def decode(
             logits[(tries > 0.7) & (tries < 0.85), OPEN] += 9.0
             logits[(tries > 0.85), B] += 9.0
             logits[(tries < 0.3), END] += 1.0  # and keeps trying to close it, in the answer too
-        sampled = proc.apply(logits).argmax(dim=-1).tolist()
+        result = proc.apply(logits)
+        if processed is not None:
+            processed.append(result.clone())
+        sampled = result.argmax(dim=-1).tolist()
         proc.update_state(None)
         for i, token in enumerate(sampled):
             if not done[i]:
@@ -355,6 +363,32 @@ def test_deciding_on_the_device_forces_exactly_what_deciding_on_the_host_does(se
     # The loop really exercised forcing: phrases were inserted and blocks ended both ways.
     assert sum(s[3] for s in host_states) > 0
     assert {s[5] for s in host_states} >= {"budget"}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_numpy_on_host_logits_masks_and_forces_exactly_as_torch_indexing_does(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Host logits are edited through a NumPy view; elsewhere (a GPU, bfloat16) through torch.
+    through_numpy: list[torch.Tensor] = []
+    numpy_run = decode(False, seed, delimiters=True, processed=through_numpy)
+    monkeypatch.setattr(processor_module, "_host_view", lambda logits: None)
+    through_torch: list[torch.Tensor] = []
+    torch_run = decode(False, seed, delimiters=True, processed=through_torch)
+    assert numpy_run == torch_run
+    assert len(through_numpy) == len(through_torch) == 80
+    for a, b in zip(through_numpy, through_torch, strict=True):
+        assert torch.equal(a, b)  # every mask (-inf) and forced token (0) in the same place
+    assert sum(s[3] for s in numpy_run[1]) > 0  # phrases were inserted
+
+
+def test_the_numpy_view_shares_host_memory_and_leaves_other_dtypes_to_torch() -> None:
+    logits = torch.zeros(2, V)
+    view = processor_module._host_view(logits)
+    assert view is not None
+    view[1, 3] = NEG
+    assert logits[1, 3].item() == NEG
+    assert processor_module._host_view(torch.zeros(2, V, dtype=torch.bfloat16)) is None
 
 
 @pytest.mark.parametrize("seed", range(8))

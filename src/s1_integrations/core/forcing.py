@@ -526,10 +526,12 @@ class ForcingState:
                 self.answer_capped = True
                 self.phase = Phase.FINISHED
         elif self.phase is Phase.THINKING:
-            self._check_allowed(token)
+            if token in self.plan._banned_lasts:
+                self._check_allowed(token)
             self._observe_thinking(token)
         elif self.phase is Phase.ANSWERING:
-            self._check_allowed(token)
+            if token in self.plan._banned_lasts:
+                self._check_allowed(token)
             if token in self.plan.eos:
                 self.phase = Phase.FINISHED
             else:
@@ -540,7 +542,7 @@ class ForcingState:
         self._next_top1 = None
 
     def _check_allowed(self, token: int) -> None:
-        if token in self.plan._banned_lasts and token in self.banned_next():
+        if token in self.banned_next():
             where = "thinking" if self.phase is Phase.THINKING else "answer"
             raise ForcingMismatch(
                 f"the model wrote token {token} at output position {self.position}, which "
@@ -632,12 +634,13 @@ class Replayer:
         self.top1.extend(top1 if top1 is not None else [None] * len(ids))
         state = self.state
         limit = len(self.ids) if final else len(self.ids) - self._lookahead + 1
+        multi_end = len(state.plan.end) > 1  # per token below: only such an end needs a look
         while state.position < limit and state.phase is not Phase.FINISHED:
             i = state.position
             p = self.top1[i]
             if p is not None:
                 state.note_top1(p)
-            if self._whole_end_follows(i):
+            if multi_end and self._whole_end_follows(i):
                 # its tokens are the delimiter's, not thinking
                 state.end_attempt(measured=self.measured.get(i))
             elif state.pending() is None and self.forced[i] and state.phase is Phase.THINKING:

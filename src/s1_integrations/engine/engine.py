@@ -293,6 +293,9 @@ class InProcessEngine(LoopBridge):
         if self._closed:
             return
         _live_engines.discard(self)
+        # A front end in this process accepts record names only while an engine here takes
+        # the records back.
+        processor.accepts_records = any(e.records_forcing for e in _live_engines)
         self._end_calls()
         llm, self._llm = self._llm, None
         if llm is not None:

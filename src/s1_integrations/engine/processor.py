@@ -31,9 +31,10 @@ import math
 import random
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import (
@@ -58,6 +59,22 @@ MAX_RECORDS = 1 << 16
 #: Whether this process's engine asks for records (``RECORD_KEY``): only the in-process
 #: engine does, and only it takes them back, so a server refuses the key from clients.
 accepts_records = False
+
+
+def _host_view(logits: torch.Tensor) -> np.ndarray | None:
+    """The logits as a NumPy array sharing their memory, where they are in host memory.
+
+    A step's masks and forced tokens touch a few entries of a small array; through NumPy
+    they cost a few microseconds each, single-threaded, where a torch indexing kernel costs
+    tens and, on a loaded CPU, may wait for its worker threads. ``None`` on a GPU, and for
+    dtypes NumPy cannot hold (bfloat16): the torch path then does the same.
+    """
+    if logits.device.type != "cpu" or logits.dtype not in _NUMPY_DTYPES:
+        return None
+    return logits.numpy()
+
+
+_NUMPY_DTYPES = (torch.float32, torch.float16, torch.float64)
 
 
 def top1_logprobs(logits: torch.Tensor, temperatures: torch.Tensor | None = None) -> torch.Tensor:
@@ -112,6 +129,10 @@ class _Request:
     decided: tuple[_Decisions, int] | None = None  # an attempt decided but not yet read
     top1: tuple[_Decisions, int] | None = None  # the step's top-1 log-probability, unread
     record: Attempts | None = None  # where asked for, each attempt replaced (records.py)
+    greedy: bool = field(init=False)  # read for every deciding row at every step
+
+    def __post_init__(self) -> None:
+        self.greedy = self.temperature < _GREEDY_EPS
 
     def end_attempt(self) -> int:
         """The state's :meth:`~ForcingState.end_attempt`, recorded where the request asks."""
@@ -123,10 +144,6 @@ class _Request:
             signal = state.extension_signals[-1] if extended else state.end_signal
             self.record.append((state.position, state.forcing_left, signal))
         return token
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature < _GREEDY_EPS
 
 
 class BudgetForcingLogitsProcessor(LogitsProcessor):
@@ -284,13 +301,17 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 ban_tokens.extend(banned)
             if state.phase is thinking:
                 deciding.append((index, request))
+        host = _host_view(logits)
         if ban_rows:
             # Before any decision: a suppressed delimiter is no choice at all, so the attempt
             # test and the sampling both see the model's distribution without it (vLLM's
             # bad_words, which the rounds strategy uses, mask the same way).
-            rows = self._to_device(ban_rows, logits.device)
-            tokens = self._to_device(ban_tokens, logits.device)
-            logits[rows, tokens] = float("-inf")
+            if host is not None:
+                host[ban_rows, ban_tokens] = -math.inf
+            else:
+                rows = self._to_device(ban_rows, logits.device)
+                tokens = self._to_device(ban_tokens, logits.device)
+                logits[rows, tokens] = float("-inf")
         if deciding:
             # The adaptive policy's signal, before any decision touches a row: the rounds
             # strategy reads it off the same distribution (bans applied, stops not masked).
@@ -301,12 +322,16 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 self._decide_on_device(logits, greedy)
                 deciding = [(i, r) for i, r in deciding if not r.greedy]
         if deciding:
-            self._decide(logits, deciding, forced_rows, forced_tokens)
+            self._decide(logits, host, deciding, forced_rows, forced_tokens)
         if forced_rows:
-            rows = self._to_device(forced_rows, logits.device)
-            tokens = self._to_device(forced_tokens, logits.device)
-            logits.index_fill_(0, rows, float("-inf"))  # not logits[rows] = ...: see _decide
-            logits[rows, tokens] = 0.0
+            if host is not None:
+                host[forced_rows] = -math.inf
+                host[forced_rows, forced_tokens] = 0.0
+            else:
+                rows = self._to_device(forced_rows, logits.device)
+                tokens = self._to_device(forced_tokens, logits.device)
+                logits.index_fill_(0, rows, float("-inf"))  # not logits[rows] = ...: a copy
+                logits[rows, tokens] = 0.0
         return logits
 
     def _to_device(self, values: list[int], device: torch.device) -> torch.Tensor:
@@ -395,6 +420,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
     def _decide(
         self,
         logits: torch.Tensor,
+        host: np.ndarray | None,
         deciding: list[tuple[int, _Request]],
         forced_rows: list[int],
         forced_tokens: list[int],
@@ -412,7 +438,9 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         # milliseconds for its threads. Greedy rows need only one argmax over the batch.
         device = logits.device
         sampled = [k for k, (_, r) in enumerate(deciding) if not r.greedy]
-        argmax = logits.argmax(dim=-1).tolist() if len(sampled) < len(deciding) else []
+        argmax: list[int] = []
+        if len(sampled) < len(deciding):
+            argmax = (host.argmax(axis=1) if host is not None else logits.argmax(dim=-1)).tolist()
         p_stop: dict[int, float] = {}
         if sampled:
             rows = self._to_device([deciding[k][0] for k in sampled], device)
@@ -439,6 +467,9 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             elif not request.greedy:  # a greedy row's argmax is not an attempt: nothing to mask
                 masked.setdefault(attempt_ids, []).append(index)
         for attempt_ids, mask_rows in masked.items():
+            if host is not None:
+                host[np.ix_(mask_rows, attempt_ids)] = -math.inf
+                continue
             rows = self._to_device(mask_rows, device).unsqueeze(1)
             logits[rows, self._ids_tensor(attempt_ids, device)] = float("-inf")
 
