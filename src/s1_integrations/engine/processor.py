@@ -61,6 +61,10 @@ MAX_RECORDS = 1 << 16
 accepts_records = False
 
 
+#: Dtypes NumPy holds (not bfloat16), so host logits in them can be edited through a view.
+_NUMPY_DTYPES = (torch.float32, torch.float16, torch.float64)
+
+
 def _host_view(logits: torch.Tensor) -> np.ndarray | None:
     """The logits as a NumPy array sharing their memory, where they are in host memory.
 
@@ -72,9 +76,6 @@ def _host_view(logits: torch.Tensor) -> np.ndarray | None:
     if logits.device.type != "cpu" or logits.dtype not in _NUMPY_DTYPES:
         return None
     return logits.numpy()
-
-
-_NUMPY_DTYPES = (torch.float32, torch.float16, torch.float64)
 
 
 def top1_logprobs(logits: torch.Tensor, temperatures: torch.Tensor | None = None) -> torch.Tensor:
@@ -306,12 +307,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             # Before any decision: a suppressed delimiter is no choice at all, so the attempt
             # test and the sampling both see the model's distribution without it (vLLM's
             # bad_words, which the rounds strategy uses, mask the same way).
-            if host is not None:
-                host[ban_rows, ban_tokens] = -math.inf
-            else:
-                rows = self._to_device(ban_rows, logits.device)
-                tokens = self._to_device(ban_tokens, logits.device)
-                logits[rows, tokens] = float("-inf")
+            self._set(logits, host, ban_rows, ban_tokens, -math.inf)
         if deciding:
             # The adaptive policy's signal, before any decision touches a row: the rounds
             # strategy reads it off the same distribution (bans applied, stops not masked).
@@ -326,13 +322,26 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         if forced_rows:
             if host is not None:
                 host[forced_rows] = -math.inf
-                host[forced_rows, forced_tokens] = 0.0
-            else:
-                rows = self._to_device(forced_rows, logits.device)
-                tokens = self._to_device(forced_tokens, logits.device)
-                logits.index_fill_(0, rows, float("-inf"))  # not logits[rows] = ...: a copy
-                logits[rows, tokens] = 0.0
+            else:  # not logits[rows] = ...: that writes to a copy
+                logits.index_fill_(0, self._to_device(forced_rows, logits.device), -math.inf)
+            self._set(logits, host, forced_rows, forced_tokens, 0.0)
         return logits
+
+    def _set(
+        self,
+        logits: torch.Tensor,
+        host: np.ndarray | None,
+        rows: list[int],
+        tokens: list[int],
+        value: float,
+    ) -> None:
+        """``logits[rows[k], tokens[k]] = value`` for every ``k``: through the host view where
+        there is one (:func:`_host_view`), else with indices sent to the device."""
+        if host is not None:
+            host[rows, tokens] = value
+            return
+        device = logits.device
+        logits[self._to_device(rows, device), self._to_device(tokens, device)] = value
 
     def _to_device(self, values: list[int], device: torch.device) -> torch.Tensor:
         """Indices for the device without waiting for it (pinned memory, as vLLM's own do)."""
@@ -454,7 +463,8 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             for j, k in enumerate(sampled):
                 stop_ids = list(deciding[k][1].state.plan.end_attempt_ids)
                 p_stop[k] = float(probs[j, stop_ids].sum())
-        masked: dict[tuple[int, ...], list[int]] = {}
+        mask_rows: list[int] = []
+        mask_tokens: list[int] = []
         for k, (index, request) in enumerate(deciding):
             attempt_ids = request.state.plan.end_attempt_ids
             if request.greedy:
@@ -465,13 +475,10 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 forced_rows.append(index)
                 forced_tokens.append(request.end_attempt())
             elif not request.greedy:  # a greedy row's argmax is not an attempt: nothing to mask
-                masked.setdefault(attempt_ids, []).append(index)
-        for attempt_ids, mask_rows in masked.items():
-            if host is not None:
-                host[np.ix_(mask_rows, attempt_ids)] = -math.inf
-                continue
-            rows = self._to_device(mask_rows, device).unsqueeze(1)
-            logits[rows, self._ids_tensor(attempt_ids, device)] = float("-inf")
+                mask_rows.extend([index] * len(attempt_ids))
+                mask_tokens.extend(attempt_ids)
+        if mask_rows:
+            self._set(logits, host, mask_rows, mask_tokens, -math.inf)
 
 
 _instances: weakref.WeakSet[BudgetForcingLogitsProcessor] = weakref.WeakSet()
