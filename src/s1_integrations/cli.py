@@ -322,6 +322,7 @@ def _sweep(
     temperature: float = 0.7,
     seed: int = 0,
     thresholds: list[float] | None = None,
+    exits: list[int] | None = None,
 ) -> Any:
     from s1_integrations.scaling import get_scorer, load_jsonl, run_sweep
     from s1_integrations.scaling.sweep import settings_for
@@ -331,7 +332,11 @@ def _sweep(
     if limit is not None:
         pairs = pairs[:limit]
     settings = settings_for(
-        _parse_caps(caps), _parse_ints(extensions), _parse_ints(samples), thresholds or ()
+        _parse_caps(caps),
+        _parse_ints(extensions),
+        _parse_ints(samples),
+        thresholds or (),
+        exits or (0,),
     )
     with console.status(f"{len(settings)} budget settings x {len(pairs)} questions..."):
         return run_sweep(
@@ -386,6 +391,16 @@ def sweep(
         str | None,
         typer.Option(help="Comma-separated adaptive thresholds (0-1); default: the default."),
     ] = None,
+    exit_after: Annotated[
+        str | None,
+        typer.Option(
+            "--exit-after",
+            help=(
+                "Comma-separated early-exit stretches (confident tokens; 0: no early exit) "
+                "for the adaptive rows, each with every threshold; default: 0."
+            ),
+        ),
+    ] = None,
     model: ModelOption = None,
     engine_arg: EngineArg = None,
 ) -> None:
@@ -394,8 +409,17 @@ def sweep(
     from s1_integrations.core.adaptive import DEFAULT_THRESHOLD, AdaptivePolicy
     from s1_integrations.scaling import DatasetError
 
-    if thresholds is not None and not adaptive:
-        console.print("[red]error:[/red] --thresholds: set for the adaptive policy; add --adaptive")
+    for name, value in (("--thresholds", thresholds), ("--exit-after", exit_after)):
+        if value is not None and not adaptive:
+            console.print(f"[red]error:[/red] {name}: set for the adaptive policy; add --adaptive")
+            raise typer.Exit(code=2)
+    try:
+        exits = _parse_ints(exit_after) if exit_after else [0]
+    except ValueError:
+        console.print(f"[red]error:[/red] --exit-after: {exit_after!r} is not a list of integers")
+        raise typer.Exit(code=2) from None
+    if any(e < 0 for e in exits):
+        console.print(f"[red]error:[/red] --exit-after: {min(exits)} is below 0")
         raise typer.Exit(code=2)
     try:
         levels = (
@@ -426,6 +450,7 @@ def sweep(
                 temperature,
                 seed,
                 levels,
+                exits,
             )
     except (DatasetError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")

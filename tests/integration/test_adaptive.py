@@ -127,6 +127,12 @@ def test_adapters_take_the_policy_as_a_field_and_a_keyword(generator) -> None:
     extra = llm.complete(HARD[0]).additional_kwargs
     assert extra["extensions"] == 1 and extra["thinking_ended_by"] == "model"
     assert llm.complete(EASY[0]).additional_kwargs["thinking_ended_by"] == "policy"
+    # The early exit, per call: four tokens at threshold 0, ended by the policy.
+    cut = {"exit_after": 4, "exit_threshold": 0.0}
+    meta = chat.invoke(HARD[0], adaptive=cut).response_metadata
+    assert meta["thinking_ended_by"] == "early_exit" and meta["thinking_tokens"] == 4
+    extra = llm.complete(HARD[0], adaptive=cut).additional_kwargs
+    assert extra["thinking_ended_by"] == "early_exit" and extra["thinking_tokens"] == 4
 
 
 def test_sampling_options_that_change_the_signal_are_refused(generator) -> None:
@@ -138,3 +144,43 @@ def test_sampling_options_that_change_the_signal_are_refused(generator) -> None:
         generator.generate(HARD[0], budget(), top_p=0.9)
     with pytest.raises(BudgetError, match="adaptive: needs top_p=1"):
         generator.generate(HARD[0], budget(), top_k=5, temperature=0.5)
+
+
+def test_early_exit_ends_the_thinking_exactly_and_rounds_agree(generator) -> None:
+    """At threshold 0 every token is confident: the thinking ends after exactly
+    ``exit_after`` tokens (past the minimum), forced by the policy; rounds match token for
+    token, with the conclusion, with a minimum, and beside an extending policy."""
+    questions = [EASY[0], HARD[0], HARD[1], EASY[1], HARD[2]]
+    budgets = [
+        budget(exit_after=4, exit_threshold=0.0, max_extensions=0),
+        budget(exit_after=4, exit_threshold=0.0),
+        ThinkingBudget(
+            adaptive={"exit_after": 3, "exit_threshold": 0.0},  # type: ignore[arg-type]
+            min_thinking_tokens=6,
+            conclusion="so",
+            max_answer_tokens=32,
+        ),
+        budget(exit_after=5, exit_threshold=0.9),
+        budget(exit_after=30, exit_threshold=0.9),  # extended first, then the check is cut
+    ]
+    single = generator.generate(questions, budgets, strategy="single_pass")
+    rounds = generator.generate(questions, budgets, strategy="rounds")
+    streamed = [
+        next(e.result for e in generator.stream(q, b) if isinstance(e, FinalResult))
+        for q, b in zip(questions, budgets, strict=True)
+    ]
+    so = len(generator.prepare([questions[2]], budgets[2])[0].plan.conclusion)
+    assert so > 0
+    for s, r, t in zip(single, rounds, streamed, strict=True):
+        for other in (r, t):  # rounds, and a stream read off log-probabilities
+            assert s.token_ids == other.token_ids
+            assert s.thinking_tokens == other.thinking_tokens
+            assert s.extension_positions == other.extension_positions
+            assert s.thinking_ended_by == other.thinking_ended_by
+            assert s.thinking_end_signal == pytest.approx(other.thinking_end_signal, abs=1e-5)
+        check_counts(s, generator)
+    assert [s.thinking_ended_by for s in single[:3]] == ["early_exit"] * 3
+    assert [s.thinking_tokens for s in single[:3]] == [4, 4, 6 + so]
+    assert [s.extensions for s in single[:3]] == [0, 0, 0]
+    assert single[2].thinking.endswith("so")
+    assert all(s.thinking_end_signal is not None for s in single[:3])

@@ -92,7 +92,7 @@ def test_records_name_exactly_the_tokens_forced_in_place_of_attempts(generator: 
         assert result.thinking_ended_by == "model" and len(plan.end) == 1
         expected.add(result.thinking_tokens)
         assert {i for i, f in enumerate(forced) if f} == expected
-        assert [signal for _, _, signal in chunk.attempts] == [None] * 4  # no policy here
+        assert [(s, e) for _, _, s, e in chunk.attempts] == [(None, False)] * 4  # no policy
 
 
 def test_forced_flags_where_no_record_can_be_had_are_refused_before_the_engine(

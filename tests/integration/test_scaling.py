@@ -138,3 +138,21 @@ def test_adaptive_sweep_rows_one_per_threshold(generator: Any, tmp_path: Path) -
         unsure = r["policy_signal"] < DEFAULT_THRESHOLD
         assert unsure == (r["difficulty"] == "hard") == (r["extensions"] == 1)
     assert all(r["policy_signal"] is None for r in report.rows if r["kind"] == "extend")
+
+
+@pytest.mark.engine
+def test_adaptive_sweep_rows_per_threshold_and_early_exit(generator: Any, tmp_path: Path) -> None:
+    """``exits`` adds, per threshold, the policy with an early exit: at threshold 0 the exit
+    after 4 tokens spends exactly 4 on every question; 0 keeps the row without one."""
+    pairs = load_jsonl(heldout_path())[:4]
+    settings = settings_for([], [], thresholds=[DEFAULT_THRESHOLD], exits=[0, 4])
+    assert [s.label for s in settings] == ["adaptive 0.45", "adaptive 0.45 exit 4"]
+    assert settings[1].policy is not None and settings[1].policy.exit_after == 4
+    report = run_sweep(generator, pairs, settings, tmp_path / "s", progress=False)
+    by = {s.setting: s for s in report.summaries}
+    assert by["adaptive 0.45 exit 4"].mean_thinking_tokens == 4.0
+    assert by["adaptive 0.45"].mean_thinking_tokens > 4.0
+    cut = [r for r in report.rows if r["setting"] == "adaptive 0.45 exit 4"]
+    assert [r["thinking_ended_by"] for r in cut] == ["early_exit"] * len(pairs)
+    with pytest.raises(ValueError, match="exit_after"):
+        settings_for([], [], thresholds=[DEFAULT_THRESHOLD], exits=[-1])

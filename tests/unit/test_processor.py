@@ -429,9 +429,11 @@ def test_records_are_kept_only_where_asked_taken_once_and_bounded(
     logits = proc.apply(logits_preferring(END, END))
     assert forced_token(logits[0]) == forced_token(logits[1]) == WAIT
     # The phrase's two tokens from output index 0; no policy, so no signal.
-    assert proc.records == {"mine": [(0, 2, None)]}
+    assert proc.records == {"mine": [(0, 2, None, False)]}
     proc.update_state(update(removed=[0, 1]))
-    assert proc.take_records(["mine", "other"]) == {"mine": [(0, 2, None)]}  # kept past removal
+    assert proc.take_records(["mine", "other"]) == {
+        "mine": [(0, 2, None, False)]
+    }  # kept past removal
     assert proc.take_records(["mine"]) == {}  # taken once
     monkeypatch.setattr(processor_module, "MAX_RECORDS", 2)
     for k in range(3):

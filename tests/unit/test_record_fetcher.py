@@ -12,10 +12,10 @@ from s1_integrations.engine.records import TAKE_METHOD, RecordFetcher
 
 
 def test_spans_become_per_token_flags_cut_at_the_output() -> None:
-    flags = forced_flags(6, [(1, 2, None), (4, 3, 0.2)])
+    flags = forced_flags(6, [(1, 2, None, False), (4, 3, 0.2, True)])
     assert flags == [False, True, True, False, True, True]
     assert forced_flags(3, []) == [False] * 3
-    assert forced_flags(2, [(2, 1, None)]) == [False, False]  # a span past the end is cut
+    assert forced_flags(2, [(2, 1, None, False)]) == [False, False]  # a span past the end is cut
 
 
 class Workers:
@@ -33,13 +33,13 @@ class Workers:
 
 def test_requests_asking_together_share_one_call_and_each_gets_its_own_record() -> None:
     # Two workers: a pipeline stage without a sampler answers with nothing.
-    workers = Workers([{}, {"a": [[3, 1, 0.25]], "b": []}])
+    workers = Workers([{}, {"a": [[3, 1, 0.25, True]], "b": []}])
 
     async def main() -> list[Any]:
         fetcher = RecordFetcher(workers)
         return await asyncio.gather(fetcher.take("a"), fetcher.take("b"))
 
-    assert asyncio.run(main()) == [[(3, 1, 0.25)], []]
+    assert asyncio.run(main()) == [[(3, 1, 0.25, True)], []]
     assert workers.calls == [(TAKE_METHOD, ["a", "b"])]
 
 
@@ -61,7 +61,7 @@ def test_a_missing_record_and_a_failed_call_reach_the_requests_that_asked() -> N
 
 
 def test_a_caller_that_left_does_not_break_the_others() -> None:
-    workers = Workers([{"a": [[0, 2, None]], "b": [[1, 1, None]]}])
+    workers = Workers([{"a": [[0, 2, None, False]], "b": [[1, 1, None, False]]}])
 
     async def main() -> Any:
         fetcher = RecordFetcher(workers)
@@ -71,5 +71,5 @@ def test_a_caller_that_left_does_not_break_the_others() -> None:
         left.cancel()
         return await stays
 
-    assert asyncio.run(main()) == [(1, 1, None)]
+    assert asyncio.run(main()) == [(1, 1, None, False)]
     assert len(workers.calls) == 1

@@ -334,8 +334,8 @@ class ChatBudgetForced(BaseChatModel, AdapterSettings):
              'budget': {'max_thinking_tokens': 256, 'min_thinking_tokens': 0, 'extensions': 1, 'extension_phrases': ('Wait',), 'conclusion': None, 'max_answer_tokens': 64, 'soft_landing_tokens': 0, 'adaptive': None}}
 
         ``extensions`` and ``extension_positions``: the "Wait"s inserted and where (in
-        thinking tokens); ``thinking_ended_by``: ``"model"`` or ``"budget"`` (then
-        ``budget_capped`` is true); ``budget``: the budget the call ran with. With ``n`` > 1
+        thinking tokens); ``thinking_ended_by``: ``"model"``, ``"budget"`` (then
+        ``budget_capped`` is true), or the adaptive policy's ``"policy"`` or ``"early_exit"``; ``budget``: the budget the call ran with. With ``n`` > 1
         each sample's message also has ``sample_index``, ``samples`` and the ``vote``.
     """  # noqa: E501
 

@@ -30,6 +30,8 @@ SIGNALS: tuple[str, ...] = ("min_top1", "mean_top1")
 #: The default signal and threshold, measured on the toy reasoner v2 (docs/adaptive.md).
 DEFAULT_SIGNAL = "min_top1"
 DEFAULT_THRESHOLD = 0.45
+#: A token of the early exit's confident stretch: the model was all but certain of it.
+DEFAULT_EXIT_THRESHOLD = 0.99
 
 
 class AdaptivePolicy(BaseModel):
@@ -39,7 +41,9 @@ class AdaptivePolicy(BaseModel):
     the model's own thinking tokens since the last extension is compared with ``threshold``:
     at or above it the model is confident and the thinking ends; below it, the end is
     replaced by the next extension phrase, at most ``max_extensions`` times per generation.
-    The cap, the conclusion and the soft landing apply unchanged.
+    The cap, the conclusion and the soft landing apply unchanged. ``exit_after`` > 0 adds the
+    early exit: a stretch of that many confident tokens (each at ``exit_threshold`` or above)
+    past the minimum ends the thinking before the model asks to.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -60,6 +64,21 @@ class AdaptivePolicy(BaseModel):
     max_extensions: int = Field(
         default=1, ge=0, description="Extensions the policy may insert in one generation."
     )
+    exit_after: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Early exit: end the thinking once this many consecutive thinking tokens of the "
+            "model, past min_thinking_tokens, each had a top-1 probability of at least "
+            "exit_threshold; 0: no early exit (the model ends its thinking itself)."
+        ),
+    )
+    exit_threshold: float = Field(
+        default=DEFAULT_EXIT_THRESHOLD,
+        ge=0.0,
+        le=1.0,
+        description="A token counts towards the early exit's stretch at this top-1 or above.",
+    )
 
     @field_validator("signal")
     @classmethod
@@ -68,11 +87,11 @@ class AdaptivePolicy(BaseModel):
             raise ValueError(f"unknown signal {value!r}; use one of {list(SIGNALS)}")
         return value
 
-    @field_validator("threshold")
+    @field_validator("threshold", "exit_threshold")
     @classmethod
     def _finite(cls, value: float) -> float:
         if math.isnan(value):
-            raise ValueError("threshold must be a number between 0 and 1")
+            raise ValueError("must be a number between 0 and 1")
         return value
 
 
@@ -104,3 +123,26 @@ class SignalTracker:
 def confident(value: float, threshold: float) -> bool:
     """The decision rule: a signal at or above the threshold lets the thinking end."""
     return value >= threshold
+
+
+@dataclass
+class Stretch:
+    """The early exit's run of confident model tokens: how long it is and its lowest top-1.
+
+    A token without a top-1 (none was measured), or below ``threshold``, ends the run; so
+    does a forced token (:meth:`reset`), which is no evidence of the model's confidence.
+    """
+
+    threshold: float
+    length: int = 0
+    lowest: float = 1.0
+
+    def add(self, top1: float | None) -> None:
+        if top1 is not None and top1 >= self.threshold:
+            self.length += 1
+            self.lowest = min(self.lowest, top1)
+        else:
+            self.reset()
+
+    def reset(self) -> None:
+        self.length, self.lowest = 0, 1.0

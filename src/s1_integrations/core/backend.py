@@ -28,15 +28,16 @@ _EXTRAS = {"in_process": "s1-integrations[cpu] (or [gpu])", "servers": "s1-integ
 
 #: One attempt of the model to end its thinking that the processor replaced, as its records
 #: say: the output position and length of what it forced instead (a phrase, or the end
-#: delimiter), and the adaptive policy's signal there (``None`` where the policy did not
-#: decide).
-Attempt = tuple[int, int, float | None]
+#: delimiter), the adaptive policy's signal there (``None`` where the policy did not
+#: decide), and whether it was no attempt but the policy's early exit (the conclusion and the
+#: end delimiter forced where the model had not asked to stop).
+Attempt = tuple[int, int, float | None, bool]
 
 
 def forced_flags(count: int, attempts: list[Attempt]) -> list[bool]:
     """Per output token, whether a replacement forced it (what runs past ``count`` is cut)."""
     flags = [False] * count
-    for start, length, _ in attempts:
+    for start, length, *_ in attempts:
         flags[start : start + length] = [True] * max(0, min(length, count - start))
     return flags
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property, lru_cache
 from itertools import islice
 from typing import Any
 
-from s1_integrations.core.adaptive import SIGNALS, SignalTracker, confident
+from s1_integrations.core.adaptive import SIGNALS, SignalTracker, Stretch, confident
 
 #: Key of the per-request settings in ``SamplingParams.extra_args`` (``vllm_xargs`` over HTTP).
 EXTRA_ARGS_KEY = "s1_budget"
@@ -57,6 +57,9 @@ class ForcingPlan:
     ``adaptive_signal`` (with ``adaptive_threshold`` and ``adaptive_max``) is the adaptive
     policy (:mod:`s1_integrations.core.adaptive`): past the minimum, an attempt to stop is
     extended only while the signal says the model is unsure, instead of ``extensions`` times.
+    ``exit_after`` (with ``exit_threshold``) is its early exit: once that many consecutive
+    model tokens, each with a top-1 probability of at least ``exit_threshold``, stand past the
+    minimum, the conclusion and the end delimiter are forced, as the cap forces them.
 
     ``landing`` is the soft-landing window: once the thinking is within ``landing`` tokens of
     the point where the cap forces its sequence, the first ``breaks`` token the model writes
@@ -81,6 +84,8 @@ class ForcingPlan:
     adaptive_signal: str | None = None
     adaptive_threshold: float = 0.0
     adaptive_max: int = 0
+    exit_after: int = 0
+    exit_threshold: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.end:
@@ -125,10 +130,29 @@ class ForcingPlan:
                 raise ValueError("extensions and an adaptive policy exclude each other")
             if self.adaptive_max and not self.phrases:
                 raise ValueError("adaptive_max needs at least one extension phrase")
+        if self.exit_after < 0:
+            raise ValueError("exit_after must be >= 0")
+        if self.exit_after and not 0.0 <= self.exit_threshold <= 1.0:  # also refuses NaN
+            raise ValueError("exit_threshold must be between 0 and 1")
 
     @property
     def needs_extensions(self) -> bool:
         return self.min_thinking > 0 or self.extensions > 0 or self.adaptive_max > 0
+
+    @property
+    def needs_forced_flags(self) -> bool:
+        """Whether forcing may happen where the token ids alone cannot say: an inserted
+        phrase, or an early exit (caps and landings follow from the counts and the ids)."""
+        return self.needs_extensions or self.early_exit
+
+    @property
+    def early_exit(self) -> bool:
+        return self.exit_after > 0
+
+    @property
+    def measures_top1(self) -> bool:
+        """Whether the plan reads each step's top-1 probability (the policy's signals)."""
+        return self.adaptive or self.early_exit
 
     @property
     def adaptive(self) -> bool:
@@ -214,6 +238,9 @@ class ForcingPlan:
             args["adaptive_signal"] = self.adaptive_signal
             args["adaptive_threshold"] = self.adaptive_threshold
             args["adaptive_max"] = self.adaptive_max
+        if self.exit_after:
+            args["exit_after"] = self.exit_after
+            args["exit_threshold"] = self.exit_threshold
         return args
 
     def to_json(self) -> str:
@@ -265,9 +292,9 @@ class ForcingPlan:
                 raise ValueError(f"{EXTRA_ARGS_KEY}.adaptive_signal must be a signal name")
             return value
 
-        def threshold(value: Any) -> float:
+        def threshold(name: str, value: Any) -> float:
             if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ValueError(f"{EXTRA_ARGS_KEY}.adaptive_threshold must be a number")
+                raise ValueError(f"{EXTRA_ARGS_KEY}.{name} must be a number")
             return float(value)
 
         try:
@@ -287,8 +314,12 @@ class ForcingPlan:
                 weak_breaks=ids("weak_breaks", args.get("weak_breaks", [])),
                 digits=ids("digits", args.get("digits", [])),
                 adaptive_signal=signal(args.get("adaptive_signal")),
-                adaptive_threshold=threshold(args.get("adaptive_threshold", 0.0)),
+                adaptive_threshold=threshold(
+                    "adaptive_threshold", args.get("adaptive_threshold", 0.0)
+                ),
                 adaptive_max=count("adaptive_max", args.get("adaptive_max", 0)) or 0,
+                exit_after=count("exit_after", args.get("exit_after", 0)) or 0,
+                exit_threshold=threshold("exit_threshold", args.get("exit_threshold", 1.0)),
             )
         except ValueError as e:
             if str(e).startswith(EXTRA_ARGS_KEY):
@@ -351,13 +382,20 @@ class ForcingState:
     #: Per extension, the policy's signal that triggered it (``None``: not the policy's).
     extension_signals: list[float | None] = field(default_factory=list)
     end_signal: float | None = None  # the signal when the policy let the thinking end
+    #: Whether this state starts the early exit itself, from the top-1s it is given (the
+    #: processor, rounds); a replay reads it off the forced tokens instead (:meth:`early_exit`).
+    exits: bool = True
+    exit_at: int | None = None  # output index where the early exit's forcing began
     _signals: SignalTracker | None = None
+    _stretch: Stretch | None = None  # the early exit's run of confident model tokens
     _next_top1: float | None = None
 
     def __post_init__(self) -> None:
         self._recent = deque(maxlen=self.plan._ban_memory or 1)
         if self.plan.adaptive:
             self._signals = SignalTracker(self.plan.adaptive_signal or "")
+        if self.plan.early_exit:
+            self._stretch = Stretch(self.plan.exit_threshold)
 
     @property
     def forcing(self) -> bool:
@@ -426,14 +464,63 @@ class ForcingState:
             and (self.landed or self.thinking_tokens >= cap_from)
         )
 
+    @property
+    def exit_ready(self) -> bool:
+        """Whether the early exit's stretch is long enough, past the minimum, to end the
+        thinking (the cap, due at the same time, comes first)."""
+        stretch = self._stretch
+        return (
+            stretch is not None
+            and self.phase is Phase.THINKING
+            and stretch.length >= self.plan.exit_after
+            and self.thinking_tokens >= self.plan.min_thinking
+        )
+
+    def exit_cut(self, ids: Sequence[int], top1: Sequence[float | None] | None) -> int | None:
+        """How many of the model's next tokens ``ids`` (with their steps' top-1s) stand before
+        the early exit ends the thinking, or ``None`` if it does not among them.
+
+        The test :meth:`observe` and :attr:`exit_ready` apply token by token, run ahead on a
+        round's tokens (the rounds strategy) before the state sees them.
+        """
+        stretch = self._stretch
+        if stretch is None or not self.exits or self.phase is not Phase.THINKING or not top1:
+            return None
+        plan = self.plan
+        run = Stretch(stretch.threshold, stretch.length, stretch.lowest)
+        count = self.thinking_tokens
+        for i in range(min(len(ids), len(top1))):
+            count += 1
+            run.add(top1[i])
+            if run.length >= plan.exit_after and count >= plan.min_thinking:
+                return i + 1
+        return None
+
+    def early_exit(self, measured: float | None = None) -> None:
+        """End the thinking by the policy's early exit now (a replay, reading it off the
+        forced tokens); ``measured`` is the engine's signal there, if it reported one."""
+        assert self.phase is Phase.THINKING and not self._queue
+        stretch = self._stretch
+        self._start_exit(stretch.lowest if measured is None and stretch else measured)
+
+    def _start_exit(self, signal: float | None) -> None:
+        self.ended_by = "early_exit"
+        self.end_signal = signal
+        self.exit_at = self.position
+        self._enqueue(self.plan.conclusion, _Kind.THINKING)
+        self._enqueue(self.plan.end, _Kind.END)
+
     def pending(self) -> int | None:
-        """The token that must be produced next, starting the cap's forcing when it is due."""
+        """The token that must be produced next, starting the cap's forcing when it is due
+        (or the early exit's, where this state starts it)."""
         if not self._queue:
             plan = self.plan
             if self.cap_due:
                 self.ended_by = "budget"
                 self._enqueue(plan.conclusion, _Kind.THINKING)
                 self._enqueue(plan.end, _Kind.END)
+            elif self._stretch is not None and self.exits and self.exit_ready:
+                self._start_exit(self._stretch.lowest)
             elif (
                 self.phase is Phase.ANSWERING
                 and plan.max_answer is not None
@@ -514,6 +601,8 @@ class ForcingState:
                     f"got {token}"
                 )
             self._recent.clear()  # a forced token separates what the model wrote
+            if self._stretch is not None:
+                self._stretch.reset()  # and is no evidence of the model's confidence
             if kind is _Kind.THINKING:
                 self.thinking_tokens += 1
                 self._tail.clear()
@@ -576,6 +665,8 @@ class ForcingState:
             self._recent.append(token)
             if self._signals is not None and self._next_top1 is not None:
                 self._signals.add(self._next_top1)
+            if self._stretch is not None:
+                self._stretch.add(self._next_top1)
             landing_from = plan.landing_from
             if (
                 landing_from is not None
@@ -606,15 +697,23 @@ class Replayer:
     exactly 0: every alternative masked). A forced run where the model could have tried to
     stop is how an inserted phrase is told apart from the model writing the phrase itself.
     Tokens are classified only once the longest forced sequence could be seen whole.
+
+    An early exit is read off the forced tokens too (the conclusion and the end delimiter
+    where nothing else forces them); where the conclusion is empty, its forced end delimiter
+    looks like a replaced attempt, and the engine's records (``exits``) or, without them, the
+    stretch of top-1s the output reports tell the two apart.
     """
 
     def __init__(self, plan: ForcingPlan) -> None:
-        self.state = ForcingState(plan)
+        self.state = ForcingState(plan, exits=False)
         self.ids: list[int] = []
         self.forced: list[bool] = []
         self.top1: list[float | None] = []  # per token, its step's top-1 probability
         self.measured: dict[int, float | None] = {}  # the engine's signal, by attempt position
-        self._lookahead = max(len(plan.end), *(len(p) for p in plan.phrases), 1)
+        self.exits: set[int] | None = None  # early exits' positions, where records name them
+        self._exit_run = (*plan.conclusion, *plan.end)
+        longest = len(self._exit_run) if plan.early_exit else len(plan.end)
+        self._lookahead = max(longest, *(len(p) for p in plan.phrases), 1)
 
     def feed(
         self,
@@ -623,12 +722,16 @@ class Replayer:
         final: bool = False,
         top1: Sequence[float | None] | None = None,
         measured: Mapping[int, float | None] | None = None,
+        exits: Collection[int] | None = None,
     ) -> None:
         """More output; ``top1`` (per token, for an adaptive plan) lets the result report
         the policy's signal values, which the decisions themselves are never read from.
-        ``measured`` gives them instead, by output position, as the engine's records do."""
+        ``measured`` gives them instead, by output position, as the engine's records do, and
+        ``exits`` the positions where those records say an early exit began."""
         if measured:
             self.measured.update(measured)
+        if exits is not None:
+            self.exits = {*(self.exits or ()), *exits}
         self.ids.extend(ids)
         self.forced.extend(forced)
         self.top1.extend(top1 if top1 is not None else [None] * len(ids))
@@ -644,9 +747,12 @@ class Replayer:
                 # its tokens are the delimiter's, not thinking
                 state.end_attempt(measured=self.measured.get(i))
             elif state.pending() is None and self.forced[i] and state.phase is Phase.THINKING:
-                extend = self._forced_decision(i)
-                if extend is not None:
-                    state.end_attempt(extend, self.measured.get(i))
+                if self._exit_starts(i):
+                    state.early_exit(self.measured.get(i))
+                else:
+                    extend = self._forced_decision(i)
+                    if extend is not None:
+                        state.end_attempt(extend, self.measured.get(i))
             state.observe(self.ids[i])
 
     def _whole_end_follows(self, i: int) -> bool:
@@ -665,6 +771,19 @@ class Replayer:
         if tuple(self.ids[i : i + n]) != plan.end or state.extension_due() is not None:
             return False
         return not state.cap_due
+
+    def _exit_starts(self, i: int) -> bool:
+        """Whether the forced run at ``i`` is the policy's early exit."""
+        state = self.state
+        plan = state.plan
+        if not plan.early_exit or state.thinking_tokens < plan.min_thinking:
+            return False
+        if not self._forced_run_is(i, self._exit_run):
+            return False
+        if self.exits is not None:
+            return i in self.exits
+        # An attempt is replaced by a phrase or the end delimiter alone, never the conclusion.
+        return bool(plan.conclusion) or state.exit_ready
 
     def _forced_decision(self, i: int) -> bool | None:
         """What a forced run at ``i`` says about an attempt to stop there.

@@ -153,7 +153,7 @@ class BudgetForcedGenerator:
         it after top-k/top-p truncation (which renormalises), and only as processed
         log-probabilities does it include the masks the budget applies.
         """
-        adaptive = [it for it in items if it.plan.adaptive]
+        adaptive = [it for it in items if it.plan.measures_top1]
         if not adaptive:
             return
         if options.top_p < 1.0 or options.top_k is not None:

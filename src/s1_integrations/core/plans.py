@@ -98,6 +98,8 @@ class PlanBuilder:
                 adaptive_threshold=policy.threshold,
                 adaptive_max=policy.max_extensions,
             )
+            if policy.exit_after:  # off, the plan keeps its defaults (what the wire omits)
+                optional.update(exit_after=policy.exit_after, exit_threshold=policy.exit_threshold)
         phrases = tuple(self.encode(p) for p in budget.extension_phrases)
         if any(not p for p in phrases):
             raise BudgetError("extension_phrases", "a phrase encodes to no tokens")

@@ -91,7 +91,7 @@ class Preparer:
                 f"{self.max_model_len}: {needed} more do not fit",
             )
         use = strategy if self.forcing_in_engine else "rounds"
-        if use == "single_pass" and len(plan.end) > 1 and (plan.needs_extensions or structured):
+        if use == "single_pass" and len(plan.end) > 1 and (plan.needs_forced_flags or structured):
             use = "rounds"  # one pass cannot take back a delimiter it has already emitted
         if b.max_thinking_tokens is not None:
             limit = b.max_thinking_tokens + len(plan.end) + b.max_answer_tokens + 1

@@ -24,8 +24,10 @@ class BudgetForcedResult(BaseModel):
     answer_tokens: int
     extensions: int
     #: ``"model"``: the model closed it (or tried to, and nothing extended it); ``"budget"``:
-    #: the cap; ``"policy"``: the adaptive policy judged the model confident at its attempt.
-    thinking_ended_by: Literal["model", "budget", "policy"] | None
+    #: the cap; ``"policy"``: the adaptive policy judged the model confident at its attempt;
+    #: ``"early_exit"``: the policy's early exit ended a confident stretch before the model
+    #: asked to stop.
+    thinking_ended_by: Literal["model", "budget", "policy", "early_exit"] | None
     finish_reason: Literal["stop", "length"]
     budget: ThinkingBudget
     strategy: Strategy
@@ -41,7 +43,8 @@ class BudgetForcedResult(BaseModel):
     #: the minimum or fixed extensions inserted it, not the policy).
     extension_signals: list[float | None] = Field(default_factory=list)
     #: The signal value at which the policy let the thinking end (``thinking_ended_by ==
-    #: "policy"``), else ``None``.
+    #: "policy"``), or the lowest top-1 probability of the stretch an early exit ended
+    #: (``"early_exit"``), else ``None``.
     thinking_end_signal: float | None = None
 
     @property

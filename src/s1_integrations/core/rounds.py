@@ -103,7 +103,7 @@ class Rounds(StrategyBase):
                         include_stop=True,
                         skip_special_tokens=False,
                     )
-                if plan.adaptive:
+                if plan.measures_top1:
                     # The policy's signal: each step's top-1 (processed) log-probability.
                     extra.update(logprobs=signal_logprobs(options), top1=True)
                 base = sample_seed(options.seed, item.sample)
@@ -141,13 +141,22 @@ class Rounds(StrategyBase):
                     # its stop strings see it whole. Its tokens are generated again next round.
                     open_tail = _open_delimiter(natural, items[k].plan)
                     natural = natural[: len(natural) - open_tail]
+                exit_cut = state.exit_cut(natural, top1)
+                if exit_cut is not None:
+                    # The policy's early exit ends the thinking inside this round: one pass
+                    # forces the end right after the token that completed the stretch.
+                    natural, attempt = natural[:exit_cut], False
                 for event in append(k, natural, False, top1[: len(natural)] if top1 else None):
                     yield k, event
                 if attempt and state.phase is Phase.THINKING:
                     state.end_attempt()
                     for event in append(k, _drain_forced(state), True):
                         yield k, event
-                elif completion.finish_reason == "length" and items[k].plan.max_thinking is None:
+                elif (
+                    completion.finish_reason == "length"
+                    and items[k].plan.max_thinking is None
+                    and exit_cut is None
+                ):
                     state.phase = Phase.FINISHED  # out of context while thinking
         # The answers, all prompts together.
         answering = [k for k, state in enumerate(drivers) if state.phase is Phase.ANSWERING]

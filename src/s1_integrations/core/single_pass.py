@@ -41,8 +41,10 @@ class SinglePass(StrategyBase):
         own = sample_options(options, item.sample)
         structured = own.constrained
         deltas = streaming or bool(own.stop) or structured
-        needs_flags = item.plan.needs_extensions
-        adaptive = item.plan.adaptive  # the top-1 of each step, for the signal values reported
+        needs_flags = item.plan.needs_forced_flags
+        # The top-1 of each step, for the signal values reported (and, without the engine's
+        # records, to tell an early exit from a replaced attempt where both force the end).
+        adaptive = item.plan.measures_top1
         # A finished output can have its forced tokens (and the policy's signals) named by
         # the engine's own records, which cost vLLM nothing per token; otherwise they are
         # read off log-probabilities.
@@ -68,16 +70,17 @@ class SinglePass(StrategyBase):
                 ids = chunk.token_ids
                 output_ids.extend(ids)
                 logprobs = chunk.logprobs if wants_logprobs else None
-                measured = None
+                measured = exits = None
                 if chunk.attempts is not None:
                     forced = forced_flags(len(ids), chunk.attempts)
-                    measured = {position: signal for position, _, signal in chunk.attempts}
+                    measured = {position: signal for position, _, signal, _ in chunk.attempts}
+                    exits = [position for position, _, _, early in chunk.attempts if early]
                 elif needs_flags and logprobs is not None:
                     forced = [value == 0.0 for value in logprobs]
                 else:
                     forced = [False] * len(ids)
                 events = tracker.feed(
-                    ids, forced, top1=chunk.top1, logprobs=logprobs, measured=measured
+                    ids, forced, top1=chunk.top1, logprobs=logprobs, measured=measured, exits=exits
                 )
                 for event in events:
                     yield event

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from s1_integrations.core.budget import ThinkingBudget
@@ -156,8 +156,9 @@ class OutputTracker:
         top1: Sequence[float | None] | None = None,
         logprobs: list[float] | None = None,
         measured: Mapping[int, float | None] | None = None,
+        exits: Collection[int] | None = None,
     ) -> list[StreamEvent]:
-        self.replayer.feed(ids, forced, final, top1, measured)
+        self.replayer.feed(ids, forced, final, top1, measured, exits)
         if self.item.answer_logprobs:
             self._logprobs.extend(logprobs if logprobs is not None else [None] * len(ids))
         state = self.state

@@ -143,8 +143,14 @@ class _Request:
         if self.record is not None:
             extended = state.inserted > inserted
             signal = state.extension_signals[-1] if extended else state.end_signal
-            self.record.append((state.position, state.forcing_left, signal))
+            self.record.append((state.position, state.forcing_left, signal, False))
         return token
+
+    def record_exit(self) -> None:
+        """Record the early exit the state has just started (its first forced token is next)."""
+        state = self.state
+        if self.record is not None:
+            self.record.append((state.position, state.forcing_left, state.end_signal, True))
 
 
 class BudgetForcingLogitsProcessor(LogitsProcessor):
@@ -189,9 +195,10 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         if args is None:
             return
         plan = ForcingPlan.from_extra_args(args)
-        if len(plan.end) > 1 and plan.needs_extensions:
+        if len(plan.end) > 1 and plan.needs_forced_flags:
             raise ValueError(
-                f"{EXTRA_ARGS_KEY}: extensions need a single-token end delimiter in one pass; "
+                f"{EXTRA_ARGS_KEY}: extensions and early exits need a single-token end "
+                "delimiter in one pass; "
                 "use the rounds strategy for this model"
             )
         if sampling_params.n != 1:
@@ -295,6 +302,8 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             if token is not None:
                 forced_rows.append(index)
                 forced_tokens.append(token)
+                if state.exit_at == state.position:  # the early exit starts at this token
+                    request.record_exit()
                 continue
             banned = state.banned_next()
             if banned:
@@ -381,7 +390,8 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 request.decided = (decisions, j)
 
     def _measure(self, logits: torch.Tensor, deciding: list[tuple[int, _Request]]) -> None:
-        """Top-1 log-probabilities of the rows whose adaptive policy may still extend.
+        """Top-1 log-probabilities of the rows whose adaptive policy may still extend, or
+        that may exit early.
 
         One vectorised pass (a max and a logsumexp) over those rows only, the whole batch
         without a gather when every row needs it; read back with the row's next token, as
@@ -390,7 +400,8 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         rows = [
             (i, r)
             for i, r in deciding
-            if r.state.plan.adaptive and r.state.inserted < r.state.plan.adaptive_max
+            if r.state.plan.early_exit
+            or (r.state.plan.adaptive and r.state.inserted < r.state.plan.adaptive_max)
         ]
         if not rows:
             return

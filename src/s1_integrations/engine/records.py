@@ -6,11 +6,11 @@ itself: the token ids alone cannot say. Streams learn it from each token's proce
 log-probability (a forced one's is exactly 0). For a finished output the in-process engine
 asks the processor instead: a request whose ``extra_args`` carry :data:`RECORD_KEY` has each
 attempt the processor replaced recorded in the worker (with the adaptive policy's signal
-there, which the processor measured anyway), and one call through vLLM's ``collective_rpc``
-(to the method :class:`ForcingRecordsWorker` adds to vLLM's worker, ``worker_extension_cls``)
-takes them back once the request has finished. That spares vLLM a log-probability per token
-(two with an adaptive policy, for its signal), which its sampler, engine core and output
-processor each handle at every step.
+there, which the processor measured anyway), and each early exit the policy started; one
+call through vLLM's ``collective_rpc`` (to the method :class:`ForcingRecordsWorker` adds to
+vLLM's worker, ``worker_extension_cls``) takes them back once the request has finished.
+That spares vLLM a log-probability per token (two with an adaptive policy, for its signal),
+which its sampler, engine core and output processor each handle at every step.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class RecordFetcher:
         found: dict[str, Attempts] = {}
         for reply in replies:  # one per worker; those without a sampler reply with nothing
             for key, attempts in (reply or {}).items():
-                found.setdefault(key, [(int(p), int(n), s) for p, n, s in attempts])
+                found.setdefault(key, [(int(p), int(n), s, bool(e)) for p, n, s, e in attempts])
         for key, future in waiting.items():
             if future.done():  # its caller left
                 continue

@@ -166,8 +166,9 @@ def _policy(words: Mapping[str, Any]) -> dict[str, Any]:
     """The plain words with the adaptive policy folded into one ``adaptive`` value.
 
     ``adaptive`` itself is ``true`` (or 1) for the default policy, ``false`` (or 0) for none,
-    or a JSON object of the policy's fields; ``adaptive_signal``, ``adaptive_threshold`` and
-    ``adaptive_max_extensions`` set one field each. ``ValueError`` names the key at fault.
+    or a JSON object of the policy's fields; ``adaptive_signal``, ``adaptive_threshold``,
+    ``adaptive_max_extensions``, ``adaptive_exit_after`` and ``adaptive_exit_threshold`` set
+    one field each. ``ValueError`` names the key at fault.
     """
     flat = {ADAPTIVE_KEYS[k]: v for k, v in words.items() if k in ADAPTIVE_KEYS}
     out = {k: v for k, v in words.items() if k not in ADAPTIVE_KEYS}

@@ -50,7 +50,8 @@ class SweepSetting:
         if self.kind == "samples":
             return f"majority@{self.value}"
         if self.kind == "adaptive":
-            return f"adaptive {self.value:g}"
+            exit_after = self.policy.exit_after if self.policy else 0
+            return f"adaptive {self.value:g}" + (f" exit {exit_after}" if exit_after else "")
         return f"{self.value} extension{'s' if self.value != 1 else ''}"
 
     def budget(self, max_answer_tokens: int) -> ThinkingBudget:
@@ -105,15 +106,19 @@ def settings_for(
     extensions: Sequence[int],
     samples: Sequence[int] = (),
     thresholds: Sequence[float] = (),
+    exits: Sequence[int] = (0,),
 ) -> list[SweepSetting]:
-    """Caps, extension counts, sample counts, then adaptive policies (one per threshold)."""
-    for t in thresholds:
-        AdaptivePolicy(threshold=t)  # refuse a bad threshold before any setting runs
+    """Caps, extension counts, sample counts, then adaptive policies: one per threshold and
+    early-exit stretch (``exits``; 0 is the policy without an early exit)."""
+    # Refuse a bad threshold or stretch before any setting runs.
+    policies = [
+        (t, AdaptivePolicy(threshold=t, exit_after=e)) for t in thresholds for e in exits or (0,)
+    ]
     return [
         *(SweepSetting("cap", c) for c in caps),
         *(SweepSetting("extend", n) for n in extensions),
         *(SweepSetting("samples", n) for n in samples),
-        *(SweepSetting("adaptive", t) for t in thresholds),
+        *(SweepSetting("adaptive", t, p if p.exit_after else None) for t, p in policies),
     ]
 
 
