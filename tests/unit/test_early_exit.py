@@ -290,3 +290,19 @@ def test_plain_words_set_the_exit_and_name_a_bad_one() -> None:
     assert b.adaptive == AdaptivePolicy(exit_after=6, exit_threshold=0.97)
     with pytest.raises(ValueError, match=r"vllm_xargs\.adaptive_exit_after"):
         plain_budget({"adaptive_exit_after": -1})
+
+
+def test_a_multi_token_end_forced_by_the_exit_is_told_from_the_model_s_own() -> None:
+    """Rounds on a model whose end delimiter is two tokens: the replay reads a forced
+    delimiter after a confident stretch as the exit, the same ids unforced as the model's."""
+    e1, e2 = 8, 9
+    p = ForcingPlan(end=(e1, e2), eos=(EOS,), phrases=((WAIT,),), exit_after=2, exit_threshold=0.0)
+    ids = [A, A, e1, e2, B, EOS]
+    for forced, ended_by in (
+        ([False, False, True, True, False, False], "early_exit"),
+        ([False] * 6, "model"),
+    ):
+        replayer = Replayer(p)
+        replayer.feed(ids, forced, final=True, top1=[1.0] * 6)
+        assert replayer.state.ended_by == ended_by
+        assert replayer.state.thinking_tokens == 2 and replayer.state.answer_tokens == 1

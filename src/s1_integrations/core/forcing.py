@@ -743,7 +743,7 @@ class Replayer:
             p = self.top1[i]
             if p is not None:
                 state.note_top1(p)
-            if multi_end and self._whole_end_follows(i):
+            if multi_end and self._whole_end_follows(i) and not self._exit_starts(i):
                 # its tokens are the delimiter's, not thinking
                 state.end_attempt(measured=self.measured.get(i))
             elif state.pending() is None and self.forced[i] and state.phase is Phase.THINKING:
@@ -776,7 +776,7 @@ class Replayer:
         """Whether the forced run at ``i`` is the policy's early exit."""
         state = self.state
         plan = state.plan
-        if not plan.early_exit or state.thinking_tokens < plan.min_thinking:
+        if not plan.early_exit or not self.forced[i] or state.thinking_tokens < plan.min_thinking:
             return False
         if not self._forced_run_is(i, self._exit_run):
             return False
