@@ -39,6 +39,16 @@ def check_counts(r: BudgetForcedResult, generator) -> None:
     assert r.extensions == len(r.extension_positions) == len(r.extension_signals)
 
 
+def assert_same_run(s: BudgetForcedResult, other: BudgetForcedResult) -> None:
+    """The same tokens, counts, extensions, end cause and policy signals."""
+    assert s.token_ids == other.token_ids
+    assert s.thinking_tokens == other.thinking_tokens
+    assert s.extension_positions == other.extension_positions
+    assert s.thinking_ended_by == other.thinking_ended_by
+    assert s.extension_signals == pytest.approx(other.extension_signals, abs=1e-5)
+    assert s.thinking_end_signal == pytest.approx(other.thinking_end_signal, abs=1e-5)
+
+
 def test_per_request_policies_in_one_mixed_batch(generator) -> None:
     """Six budgets, easy and hard, one engine batch: each row follows its own policy, and
     matches what the fixed budget with the same number of extensions writes (token for
@@ -92,11 +102,7 @@ def test_single_pass_equals_rounds_under_greedy(generator) -> None:
     rounds = generator.generate(questions, budgets, strategy="rounds")
     for s, r in zip(single, rounds, strict=True):
         assert (s.strategy, r.strategy) == ("single_pass", "rounds")
-        assert s.token_ids == r.token_ids
-        assert s.thinking_tokens == r.thinking_tokens
-        assert s.extension_positions == r.extension_positions
-        assert s.thinking_ended_by == r.thinking_ended_by
-        assert s.extension_signals == pytest.approx(r.extension_signals, abs=1e-5)
+        assert_same_run(s, r)
         check_counts(s, generator)
     assert [s.extensions for s in single[:3]] == [0, 0, 2]
     assert [s.extensions for s in single[3:5]] == [1, 1]
@@ -172,12 +178,8 @@ def test_early_exit_ends_the_thinking_exactly_and_rounds_agree(generator) -> Non
     so = len(generator.prepare([questions[2]], budgets[2])[0].plan.conclusion)
     assert so > 0
     for s, r, t in zip(single, rounds, streamed, strict=True):
-        for other in (r, t):  # rounds, and a stream read off log-probabilities
-            assert s.token_ids == other.token_ids
-            assert s.thinking_tokens == other.thinking_tokens
-            assert s.extension_positions == other.extension_positions
-            assert s.thinking_ended_by == other.thinking_ended_by
-            assert s.thinking_end_signal == pytest.approx(other.thinking_end_signal, abs=1e-5)
+        assert_same_run(s, r)
+        assert_same_run(s, t)  # a stream, read off log-probabilities
         check_counts(s, generator)
     assert [s.thinking_ended_by for s in single[:3]] == ["early_exit"] * 3
     assert [s.thinking_tokens for s in single[:3]] == [4, 4, 6 + so]
