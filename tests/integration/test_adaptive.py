@@ -186,3 +186,28 @@ def test_early_exit_ends_the_thinking_exactly_and_rounds_agree(generator) -> Non
     assert [s.extensions for s in single[:3]] == [0, 0, 0]
     assert single[2].thinking.endswith("so")
     assert all(s.thinking_end_signal is not None for s in single[:3])
+
+
+def test_early_exit_at_the_edge_of_the_context_stops_where_one_pass_stops(generator) -> None:
+    """The stretch completes with too little context left for the conclusion and the end
+    delimiter: both strategies stop at the edge with what fit, token for token."""
+    b = ThinkingBudget(
+        adaptive={"exit_after": 3, "exit_threshold": 0.0},  # type: ignore[arg-type]
+        conclusion="so",
+        max_answer_tokens=8,
+    )
+    question = HARD[0]
+
+    def room(pad: str) -> int:
+        item = generator.prepare([pad + question], b)[0]
+        return item.max_tokens
+
+    # Digits are one token each: pad the prompt until 4 tokens of context remain.
+    pad = "1" * (1 + room("1 ") - 4) + " "
+    assert room(pad) == 4  # 3 thinking tokens, then 1 of the conclusion's 2 and the end
+    single = generator.generate(pad + question, b, strategy="single_pass")[0]
+    rounds = generator.generate(pad + question, b, strategy="rounds")[0]
+    assert_same_run(single, rounds)
+    assert single.finish_reason == rounds.finish_reason == "length"
+    assert len(single.token_ids) == 4
+    assert single.thinking_ended_by is None  # the exit's forcing never finished

@@ -154,5 +154,7 @@ def test_adaptive_sweep_rows_per_threshold_and_early_exit(generator: Any, tmp_pa
     assert by["adaptive 0.45"].mean_thinking_tokens > 4.0
     cut = [r for r in report.rows if r["setting"] == "adaptive 0.45 exit 4"]
     assert [r["thinking_ended_by"] for r in cut] == ["early_exit"] * len(pairs)
+    assert all(r["policy_signal"] is None for r in cut)  # no attempt was judged
+    assert len(settings_for([], [], thresholds=[0.3, 0.3], exits=[4, 4])) == 1
     with pytest.raises(ValueError, match="exit_after"):
         settings_for([], [], thresholds=[DEFAULT_THRESHOLD], exits=[-1])

@@ -33,7 +33,8 @@ def plan(**kw: object) -> ForcingPlan:
 
 
 def exiting(after: int, threshold: float = 0.9, **kw: object) -> ForcingPlan:
-    return plan(exit_after=after, exit_threshold=threshold, **kw)
+    """The policy's early exit alone (a policy that never extends)."""
+    return plan(adaptive_signal="min_top1", exit_after=after, exit_threshold=threshold, **kw)
 
 
 def sure() -> torch.Tensor:
@@ -269,7 +270,10 @@ def test_bad_exit_settings_are_refused_naming_the_field(fields: dict, name: str)
     [
         ({"exit_after": -2}, "exit_after"),
         ({"exit_after": 2, "exit_threshold": "high"}, "exit_threshold"),
-        ({"exit_after": 2, "exit_threshold": 2.0}, "exit_threshold"),
+        ({"exit_after": 2, "adaptive_signal": "min_top1", "exit_threshold": 2.0}, "exit_threshold"),
+        ({"exit_threshold": 7}, "exit_threshold"),  # refused even with the exit off
+        ({"exit_after": 2}, "adaptive_signal"),  # the exit is the policy's
+        ({"exit_after": 2, "adaptive_signal": "min_top1", "extensions": 1}, "extensions"),
     ],
 )
 def test_the_wire_format_refuses_bad_exits(args: dict, name: str) -> None:
@@ -296,7 +300,14 @@ def test_a_multi_token_end_forced_by_the_exit_is_told_from_the_model_s_own() -> 
     """Rounds on a model whose end delimiter is two tokens: the replay reads a forced
     delimiter after a confident stretch as the exit, the same ids unforced as the model's."""
     e1, e2 = 8, 9
-    p = ForcingPlan(end=(e1, e2), eos=(EOS,), phrases=((WAIT,),), exit_after=2, exit_threshold=0.0)
+    p = ForcingPlan(
+        end=(e1, e2),
+        eos=(EOS,),
+        phrases=((WAIT,),),
+        exit_after=2,
+        exit_threshold=0.0,
+        adaptive_signal="min_top1",
+    )
     ids = [A, A, e1, e2, B, EOS]
     for forced, ended_by in (
         ([False, False, True, True, False, False], "early_exit"),

@@ -17,7 +17,13 @@ from functools import cached_property, lru_cache
 from itertools import islice
 from typing import Any
 
-from s1_integrations.core.adaptive import SIGNALS, SignalTracker, Stretch, confident
+from s1_integrations.core.adaptive import (
+    DEFAULT_EXIT_THRESHOLD,
+    SIGNALS,
+    SignalTracker,
+    Stretch,
+    confident,
+)
 
 #: Key of the per-request settings in ``SamplingParams.extra_args`` (``vllm_xargs`` over HTTP).
 EXTRA_ARGS_KEY = "s1_budget"
@@ -85,7 +91,7 @@ class ForcingPlan:
     adaptive_threshold: float = 0.0
     adaptive_max: int = 0
     exit_after: int = 0
-    exit_threshold: float = 1.0
+    exit_threshold: float = DEFAULT_EXIT_THRESHOLD
 
     def __post_init__(self) -> None:
         if not self.end:
@@ -132,8 +138,10 @@ class ForcingPlan:
                 raise ValueError("adaptive_max needs at least one extension phrase")
         if self.exit_after < 0:
             raise ValueError("exit_after must be >= 0")
-        if self.exit_after and not 0.0 <= self.exit_threshold <= 1.0:  # also refuses NaN
+        if not 0.0 <= self.exit_threshold <= 1.0:  # also refuses NaN
             raise ValueError("exit_threshold must be between 0 and 1")
+        if self.exit_after and self.adaptive_signal is None:  # (which excludes extensions)
+            raise ValueError("exit_after is the adaptive policy's: it needs adaptive_signal")
 
     @property
     def needs_extensions(self) -> bool:
@@ -319,7 +327,9 @@ class ForcingPlan:
                 ),
                 adaptive_max=count("adaptive_max", args.get("adaptive_max", 0)) or 0,
                 exit_after=count("exit_after", args.get("exit_after", 0)) or 0,
-                exit_threshold=threshold("exit_threshold", args.get("exit_threshold", 1.0)),
+                exit_threshold=threshold(
+                    "exit_threshold", args.get("exit_threshold", DEFAULT_EXIT_THRESHOLD)
+                ),
             )
         except ValueError as e:
             if str(e).startswith(EXTRA_ARGS_KEY):
@@ -439,8 +449,9 @@ class ForcingState:
     def note_top1(self, probability: float) -> None:
         """The top-1 probability of the step whose token :meth:`observe` sees next.
 
-        Folded into the signal only if that token turns out to be the model's own thinking
-        (not a forced one, nor the end); ignored without an adaptive policy.
+        Folded into the signal (and the early exit's stretch) only if that token turns out to
+        be the model's own thinking (not a forced one, nor the end); ignored without an
+        adaptive policy.
         """
         self._next_top1 = probability
 
@@ -725,7 +736,9 @@ class Replayer:
         exits: Collection[int] | None = None,
     ) -> None:
         """More output; ``top1`` (per token, for an adaptive plan) lets the result report
-        the policy's signal values, which the decisions themselves are never read from.
+        the policy's signal values, which the decisions themselves are never read from
+        (only where an early exit and a replaced attempt force the same end delimiter, and
+        no records say which, does the stretch of top-1s name the end cause).
         ``measured`` gives them instead, by output position, as the engine's records do, and
         ``exits`` the positions where those records say an early exit began."""
         if measured:

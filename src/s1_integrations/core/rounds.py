@@ -74,6 +74,11 @@ class Rounds(StrategyBase):
                     continue
                 capped = _drain_forced(state)
                 if capped:
+                    room = item.max_tokens - len(outputs[k])
+                    if len(capped) > room:
+                        # The context ends inside the forced sequence (an early exit near
+                        # the edge): one pass stops there too, with what fit.
+                        capped, state.phase = capped[: max(room, 0)], Phase.FINISHED
                     for event in append(k, capped, True):
                         yield k, event
                     continue

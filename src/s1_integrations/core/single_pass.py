@@ -34,9 +34,10 @@ class SinglePass(StrategyBase):
         Without a caller waiting for deltas, no stop strings to watch and no schema to hand
         over to, the backend is asked for the finished output alone instead of one chunk per
         step, and the tracker reads it in one go. Forced tokens need telling apart only where
-        the plan can insert phrases (the only place the replay needs to know, see
-        :class:`Replayer`; caps and answer caps replay from counts): from the engine's records
-        for a finished output where the backend keeps them, else from log-probabilities.
+        the plan can insert phrases or exit early (the only places the replay needs to
+        know, see :class:`Replayer`; caps and answer caps replay from counts): from the
+        engine's records for a finished output where the backend keeps them, else from
+        log-probabilities.
         """
         own = sample_options(options, item.sample)
         structured = own.constrained

@@ -32,7 +32,7 @@ def plot_scaling(summaries: Sequence[Any], path: Path) -> None:
             (
                 s.mean_thinking_tokens,
                 s.accuracy * 100,
-                "none" if s.value is None else short.format(s.value),
+                "none" if s.value is None else short.format(s.value) + _exit_suffix(s.setting),
             )
             for s in summaries
             if s.kind == kind
@@ -57,3 +57,9 @@ def plot_scaling(summaries: Sequence[Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _exit_suffix(setting: str) -> str:
+    """ " exit N" for an adaptive row with an early exit (its label ends so), else ""."""
+    head, sep, tail = setting.rpartition(" exit ")
+    return f" exit {tail}" if sep and head.startswith("adaptive") else ""

@@ -112,7 +112,9 @@ def settings_for(
     early-exit stretch (``exits``; 0 is the policy without an early exit)."""
     # Refuse a bad threshold or stretch before any setting runs.
     policies = [
-        (t, AdaptivePolicy(threshold=t, exit_after=e)) for t in thresholds for e in exits or (0,)
+        (t, AdaptivePolicy(threshold=t, exit_after=e))
+        for t in dict.fromkeys(thresholds)
+        for e in dict.fromkeys(exits or (0,))
     ]
     return [
         *(SweepSetting("cap", c) for c in caps),
@@ -131,7 +133,10 @@ def _spent(result: BudgetForcedResult) -> tuple[int, int]:
 
 def _first_signal(result: Any) -> float | None:
     signals = [v for v in result.extension_signals if v is not None]
-    return signals[0] if signals else result.thinking_end_signal
+    if signals:
+        return signals[0]
+    # An early exit's value is its stretch's lowest top-1, not a signal at an attempt.
+    return result.thinking_end_signal if result.thinking_ended_by == "policy" else None
 
 
 def _p90(values: list[int]) -> float:
