@@ -17,6 +17,7 @@ from s1_integrations.core.adaptive import AdaptivePolicy
 
 if TYPE_CHECKING:
     from s1_integrations.core.generator import BudgetForcedGenerator
+    from s1_integrations.core.results import BudgetForcedResult
 
 #: adaptive / fixed, time per generated token, must be at most this (issue 21).
 TARGET = 1.05
@@ -35,8 +36,27 @@ def per_token(timing: Timing) -> Timing:
 
 
 #: (label, policy, the fixed side, target applies). The fixed side is a budget for every
-#: prompt, or ``None``: per prompt, fixed extensions as many as the policy inserted there.
+#: prompt, or ``None``: per prompt, the fixed budget that forces what the policy did there
+#: (:func:`replica`).
 Contender = tuple[str, AdaptivePolicy, ThinkingBudget | None, bool]
+
+#: The early-exit row's stretch: of adaptive.md's measured settings, the shortest that lets
+#: the easy half reach its first attempt to end (the policy ends it there) and exits the hard
+#: half after its Wait, so the batch holds both endings. A cost probe, not a recommendation.
+EXIT_AFTER = 16
+
+
+def replica(result: BudgetForcedResult, answer: int) -> ThinkingBudget:
+    """A fixed budget that makes the same tokens as the adaptive run behind ``result``.
+
+    As many extensions as the policy inserted, and where it exited early, a cap at the
+    thinking it ended with: the cap forces the same conclusion and end delimiter at the
+    same count (the exit's count plus the conclusion, which is where a cap starts forcing).
+    """
+    cap = result.thinking_tokens if result.thinking_ended_by == "early_exit" else None
+    return ThinkingBudget(
+        extensions=result.extensions, max_thinking_tokens=cap, max_answer_tokens=answer
+    )
 
 
 def contenders(cfg: BenchConfig, answer: int) -> list[Contender]:
@@ -61,6 +81,12 @@ def contenders(cfg: BenchConfig, answer: int) -> list[Contender]:
     rows: list[Contender] = [
         ("default adaptive vs its own Waits, fixed", default, None, True),
         ("default adaptive vs 1 extension", default, b(extensions=1), False),
+        (
+            f"adaptive exit {EXIT_AFTER} vs its own Waits and caps",
+            AdaptivePolicy(exit_after=EXIT_AFTER),
+            None,
+            True,
+        ),
     ]
     if cfg.quick:
         return rows
@@ -92,9 +118,13 @@ def run(gen: BudgetForcedGenerator, cfg: BenchConfig) -> Report:
     )
     for label, policy, fixed_budget, targeted in contenders(cfg, answer):
         adaptive = ThinkingBudget(adaptive=policy, max_answer_tokens=answer)
+        exits = ""
         if fixed_budget is None:
-            waits = [r.extensions for r in gen.generate(prompts, adaptive)]
-            fixed = [ThinkingBudget(extensions=n, max_answer_tokens=answer) for n in waits]
+            done = gen.generate(prompts, adaptive)
+            fixed = [replica(r, answer) for r in done]
+            if policy.exit_after:
+                n = sum(r.thinking_ended_by == "early_exit" for r in done)
+                exits = f"{n} of {len(done)}"
         else:
             fixed = [fixed_budget] * len(prompts)
 
@@ -111,12 +141,16 @@ def run(gen: BudgetForcedGenerator, cfg: BenchConfig) -> Report:
                 per_token(t["adaptive"]),
                 per_token(t["fixed"]),
                 TARGET if targeted else None,
-                extra={"tokens": f"{t['adaptive'].tokens} / {t['fixed'].tokens}"},
+                extra={
+                    "tokens": f"{t['adaptive'].tokens} / {t['fixed'].tokens}",
+                    **({"exits": exits} if exits else {}),
+                },
             )
         )
     report.notes.append(
         "medians are milliseconds per generated token; tokens: generated per run (adaptive / "
         "fixed); rows with a target generate the same tokens on both sides with the same "
-        "forcing machinery (the policy's own cost); see docs/adaptive.md for the others"
+        "forcing machinery (the policy's own cost); see docs/adaptive.md for the others; "
+        "exits: prompts whose thinking the early exit ended"
     )
     return report

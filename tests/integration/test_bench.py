@@ -157,14 +157,37 @@ def test_adaptive(generator: Any) -> None:
     labels = [
         "default adaptive vs its own Waits, fixed: ms per token",
         "default adaptive vs 1 extension: ms per token",
+        f"adaptive exit {adaptive.EXIT_AFTER} vs its own Waits and caps: ms per token",
     ]
     check_report(report, labels, same_tokens=False)
-    same, default = report.rows
-    assert (same.target, default.target) == (adaptive.TARGET, None)
+    same, default, exit_row = report.rows
+    assert (same.target, default.target, exit_row.target) == (
+        adaptive.TARGET,
+        None,
+        adaptive.TARGET,
+    )
     assert same.ours.tokens == same.other.tokens  # the same Waits: the same tokens
+    # Extensions and caps where the policy extended and exited: the same tokens again.
+    assert exit_row.ours.tokens == exit_row.other.tokens
+    assert exit_row.extra["exits"] == f"1 of {TINY.batch_size}"  # the hard question's
     assert tokens(default.extra["tokens"]) == [default.ours.tokens, default.other.tokens]
     # The first two held-out questions are one easy (no Wait from the policy) and one hard.
     assert default.ours.tokens < default.other.tokens
+
+
+@pytest.mark.engine
+def test_the_fixed_replica_of_an_adaptive_run_makes_its_tokens(generator: Any) -> None:
+    """The exit row's fixed side: per prompt, its extensions and a cap at its exit."""
+    from s1_integrations import ThinkingBudget
+    from s1_integrations.core.adaptive import AdaptivePolicy
+
+    prompts = bench_questions(4)
+    policy = AdaptivePolicy(exit_after=adaptive.EXIT_AFTER)
+    done = generator.generate(prompts, ThinkingBudget(adaptive=policy, max_answer_tokens=8))
+    assert {r.thinking_ended_by for r in done} == {"early_exit", "policy"}  # some exit, some end
+    again = generator.generate(prompts, [adaptive.replica(r, 8) for r in done])
+    assert [r.token_ids for r in again] == [r.token_ids for r in done]
+    assert [r.thinking_tokens for r in again] == [r.thinking_tokens for r in done]
 
 
 def test_adaptive_compares_seconds_per_token() -> None:
