@@ -74,6 +74,7 @@ def test_small_sweep_writes_consistent_files(generator: Any, tmp_path: Path) -> 
         assert float(s["mean_thinking_tokens"]) == pytest.approx(mean)
         capped = sum(r["thinking_ended_by"] == "budget" for r in mine) / len(mine)
         assert float(s["ended_by_cap"]) == pytest.approx(capped)
+        assert (int(s["exit_after"]), float(s["ended_by_exit"])) == (0, 0.0)
     by_label = {s.setting: s for s in report.summaries}
     assert by_label["cap 0"].mean_thinking_tokens == 0
     assert by_label["cap 8"].mean_thinking_tokens <= 8
@@ -155,6 +156,12 @@ def test_adaptive_sweep_rows_per_threshold_and_early_exit(generator: Any, tmp_pa
     cut = [r for r in report.rows if r["setting"] == "adaptive 0.45 exit 4"]
     assert [r["thinking_ended_by"] for r in cut] == ["early_exit"] * len(pairs)
     assert all(r["policy_signal"] is None for r in cut)  # no attempt was judged
+    with (tmp_path / "s" / "summary.csv").open() as f:
+        columns = {s["setting"]: (s["exit_after"], s["ended_by_exit"]) for s in csv.DictReader(f)}
+    assert float(columns["adaptive 0.45 exit 4"][1]) == 1.0  # every question exited
+    assert int(columns["adaptive 0.45 exit 4"][0]) == 4
+    assert int(columns["adaptive 0.45"][0]) == 0
+    assert float(columns["adaptive 0.45"][1]) == 0.0
     assert len(settings_for([], [], thresholds=[0.3, 0.3], exits=[4, 4])) == 1
     with pytest.raises(ValueError, match="exit_after"):
         settings_for([], [], thresholds=[DEFAULT_THRESHOLD], exits=[-1])

@@ -82,6 +82,10 @@ class SettingSummary:
     wall_seconds: float
     #: Per difficulty label of the dataset (empty when it has none): accuracy, mean thinking.
     by_difficulty: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: The adaptive policy's early-exit stretch (0: none, and for every other kind), and the
+    #: share of thinking the early exit ended: what calibrating ``exit_after`` reads.
+    exit_after: int = 0
+    ended_by_exit: float = 0.0
 
     def flat(self) -> dict[str, Any]:
         """One CSV row: the per-difficulty figures as ``accuracy_<label>`` columns."""
@@ -230,6 +234,9 @@ def run_sweep(
                 ended_by_cap=sum(r.thinking_ended_by == "budget" for r in results) / len(results),
                 wall_seconds=wall,
                 by_difficulty=by_difficulty,
+                exit_after=setting.policy.exit_after if setting.policy else 0,
+                ended_by_exit=sum(r.thinking_ended_by == "early_exit" for r in results)
+                / len(results),
             )
         )
     report = SweepReport(summaries=summaries, rows=rows, out_dir=out_dir)
