@@ -42,8 +42,9 @@ class AdaptivePolicy(BaseModel):
     at or above it the model is confident and the thinking ends; below it, the end is
     replaced by the next extension phrase, at most ``max_extensions`` times per generation.
     The cap, the conclusion and the soft landing apply unchanged. ``exit_after`` > 0 adds the
-    early exit: a stretch of that many confident tokens (each at ``exit_threshold`` or above)
-    past the minimum ends the thinking before the model asks to.
+    early exit: once the thinking has reached its minimum, a stretch of that many confident
+    tokens of the model (each at ``exit_threshold`` or above; it may have begun below the
+    minimum) ends the thinking before the model asks to.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -69,8 +70,9 @@ class AdaptivePolicy(BaseModel):
         ge=0,
         description=(
             "Early exit: end the thinking once this many consecutive thinking tokens of the "
-            "model, past min_thinking_tokens, each had a top-1 probability of at least "
-            "exit_threshold; 0: no early exit (the model ends its thinking itself)."
+            "model each had a top-1 probability of at least exit_threshold and the thinking "
+            "has reached min_thinking_tokens; 0: no early exit (the model ends its thinking "
+            "itself)."
         ),
     )
     exit_threshold: float = Field(

@@ -477,8 +477,8 @@ class ForcingState:
 
     @property
     def exit_ready(self) -> bool:
-        """Whether the early exit's stretch is long enough, past the minimum, to end the
-        thinking (the cap, due at the same time, comes first)."""
+        """Whether the early exit's stretch is long enough, and the thinking has reached its
+        minimum, to end the thinking (the cap, due at the same time, comes first)."""
         stretch = self._stretch
         return (
             stretch is not None
