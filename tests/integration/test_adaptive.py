@@ -7,12 +7,15 @@ column check that is right on both. Each test states what the policy must do on 
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from conftest import heldout
 from s1_integrations import ExtensionInserted, FinalResult, ThinkingBudget
 from s1_integrations.core.adaptive import DEFAULT_THRESHOLD
 from s1_integrations.core.results import BudgetForcedResult
+from s1_integrations.toy.contexts import context_str
 
 pytestmark = pytest.mark.engine
 
@@ -211,3 +214,38 @@ def test_early_exit_at_the_edge_of_the_context_stops_where_one_pass_stops(genera
     assert single.finish_reason == rounds.finish_reason == "length"
     assert len(single.token_ids) == 4
     assert single.thinking_ended_by is None  # the exit's forcing never finished
+
+
+def test_an_attempt_at_the_edge_of_the_context_is_extended_with_what_fits(generator) -> None:
+    """The model asks to stop in the last slot of its context: one pass writes the first
+    token of a three-token phrase there and stops, and rounds do the same, not the whole
+    phrase past the context."""
+    natural = ThinkingBudget(max_answer_tokens=8)
+    ids = generator.tokenizer.encode(context_str(random.Random(0), 20000), add_special_tokens=False)
+
+    def prompt(n: int) -> list[dict[str, str]]:
+        """``n`` tokens of retrieved passages before the question (the toy's training kind)."""
+        passages = generator.tokenizer.decode(ids[:n])
+        return [
+            {"role": "system", "content": f"Context information is below.\n{passages}"},
+            {"role": "user", "content": EASY[0]},
+        ]
+
+    def room(n: int) -> int:
+        return generator.prepare([prompt(n)], natural)[0].max_tokens
+
+    near = room(0) - 64
+    attempt = generator.generate(prompt(near), natural)[0].thinking_tokens
+    # The end delimiter's slot (thinking starts at the first generated token) is the last.
+    n = next(n for n in range(near, near + 80) if room(n) == attempt + 1)
+    edge = generator.generate(prompt(n), natural)[0]
+    assert (edge.thinking_tokens, edge.thinking_ended_by) == (attempt, "model")  # still there
+    b = ThinkingBudget(extensions=1, extension_phrases=("Wait, let me check",), max_answer_tokens=8)
+    phrase = generator.prepare([prompt(n)], b)[0].plan.phrases[0]
+    assert len(phrase) >= 3
+    single = generator.generate(prompt(n), b, strategy="single_pass")[0]
+    rounds = generator.generate(prompt(n), b, strategy="rounds")[0]
+    assert_same_run(single, rounds)
+    assert single.finish_reason == rounds.finish_reason == "length"
+    assert single.token_ids == [*edge.token_ids[:attempt], phrase[0]]
+    assert single.thinking_tokens == attempt + 1

@@ -67,6 +67,14 @@ class Rounds(StrategyBase):
             outputs[k].extend(ids)
             return trackers[k].feed(ids, [forced] * len(ids), top1=top1, logprobs=logprobs)
 
+        def within_context(k: int, forced: list[int]) -> list[int]:
+            """What of a forced sequence fits the context left; where it does not all fit
+            (an attempt or an early exit at the edge), one pass stops there too."""
+            room = max(items[k].max_tokens - len(outputs[k]), 0)
+            if len(forced) > room:
+                forced, drivers[k].phase = forced[:room], Phase.FINISHED
+            return forced
+
         while True:
             jobs: list[tuple[int, GenerationRequest]] = []
             for k, (item, state) in enumerate(zip(items, drivers, strict=True)):
@@ -74,12 +82,7 @@ class Rounds(StrategyBase):
                     continue
                 capped = _drain_forced(state)
                 if capped:
-                    room = item.max_tokens - len(outputs[k])
-                    if len(capped) > room:
-                        # The context ends inside the forced sequence (an early exit near
-                        # the edge): one pass stops there too, with what fit.
-                        capped, state.phase = capped[: max(room, 0)], Phase.FINISHED
-                    for event in append(k, capped, True):
+                    for event in append(k, within_context(k, capped), True):
                         yield k, event
                     continue
                 plan = item.plan
@@ -155,7 +158,7 @@ class Rounds(StrategyBase):
                     yield k, event
                 if attempt and state.phase is Phase.THINKING:
                     state.end_attempt()
-                    for event in append(k, _drain_forced(state), True):
+                    for event in append(k, within_context(k, _drain_forced(state)), True):
                         yield k, event
                 elif (
                     completion.finish_reason == "length"
