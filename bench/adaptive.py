@@ -46,17 +46,21 @@ Contender = tuple[str, AdaptivePolicy, ThinkingBudget | None, bool]
 EXIT_AFTER = 16
 
 
-def replica(result: BudgetForcedResult, answer: int) -> ThinkingBudget:
-    """A fixed budget that makes the same tokens as the adaptive run behind ``result``.
+def replica(result: BudgetForcedResult, adaptive: ThinkingBudget) -> ThinkingBudget:
+    """A fixed budget that makes the same tokens as ``adaptive`` made for ``result``.
 
-    As many extensions as the policy inserted, and where it exited early, a cap at the
-    thinking it ended with: the cap forces the same conclusion and end delimiter at the
-    same count (the exit's count plus the conclusion, which is where a cap starts forcing).
+    The same budget with the policy's choices fixed: as many extensions as it inserted, and
+    where it exited early, a cap at the thinking it ended with. That cap forces the same
+    conclusion and end delimiter at the same count (the exit's count plus the conclusion is
+    where a cap starts forcing), and each extension fits before it, since at least
+    ``exit_after`` of the model's tokens follow the last. (On a multi-token end delimiter
+    the policy runs in rounds and the replica may not, so the machinery would differ.)
     """
-    cap = result.thinking_tokens if result.thinking_ended_by == "early_exit" else None
-    return ThinkingBudget(
-        extensions=result.extensions, max_thinking_tokens=cap, max_answer_tokens=answer
-    )
+    cap = adaptive.max_thinking_tokens
+    if result.thinking_ended_by == "early_exit":
+        cap = result.thinking_tokens
+    fixed = {"adaptive": None, "extensions": result.extensions, "max_thinking_tokens": cap}
+    return ThinkingBudget.model_validate({**adaptive.model_dump(), **fixed})
 
 
 def contenders(cfg: BenchConfig, answer: int) -> list[Contender]:
@@ -121,7 +125,7 @@ def run(gen: BudgetForcedGenerator, cfg: BenchConfig) -> Report:
         exits = ""
         if fixed_budget is None:
             done = gen.generate(prompts, adaptive)
-            fixed = [replica(r, answer) for r in done]
+            fixed = [replica(r, adaptive) for r in done]
             if policy.exit_after:
                 n = sum(r.thinking_ended_by == "early_exit" for r in done)
                 exits = f"{n} of {len(done)}"

@@ -176,16 +176,24 @@ def test_adaptive(generator: Any) -> None:
 
 
 @pytest.mark.engine
-def test_the_fixed_replica_of_an_adaptive_run_makes_its_tokens(generator: Any) -> None:
-    """The exit row's fixed side: per prompt, its extensions and a cap at its exit."""
+@pytest.mark.parametrize("conclusion", [None, "so"])
+def test_the_fixed_replica_of_an_adaptive_run_makes_its_tokens(
+    generator: Any, conclusion: str | None
+) -> None:
+    """The exit row's fixed side: per prompt, the same budget with the policy's extensions
+    and a cap at its exit, which forces the same conclusion at the same count."""
     from s1_integrations import ThinkingBudget
     from s1_integrations.core.adaptive import AdaptivePolicy
 
     prompts = bench_questions(4)
     policy = AdaptivePolicy(exit_after=adaptive.EXIT_AFTER)
-    done = generator.generate(prompts, ThinkingBudget(adaptive=policy, max_answer_tokens=8))
+    b = ThinkingBudget(adaptive=policy, conclusion=conclusion, max_answer_tokens=8)
+    done = generator.generate(prompts, b)
     assert {r.thinking_ended_by for r in done} == {"early_exit", "policy"}  # some exit, some end
-    again = generator.generate(prompts, [adaptive.replica(r, 8) for r in done])
+    assert any(r.thinking_ended_by == "early_exit" and r.extensions for r in done)  # after a Wait
+    fixed = [adaptive.replica(r, b) for r in done]
+    assert all(f.adaptive is None and f.conclusion == conclusion for f in fixed)
+    again = generator.generate(prompts, fixed)
     assert [r.token_ids for r in again] == [r.token_ids for r in done]
     assert [r.thinking_tokens for r in again] == [r.thinking_tokens for r in done]
 
