@@ -66,16 +66,17 @@ def replica(result: BudgetForcedResult, adaptive: ThinkingBudget) -> ThinkingBud
 def contenders(cfg: BenchConfig, answer: int) -> list[Contender]:
     """What each adaptive run is timed beside.
 
-    Where the fixed side inserts the very Waits the policy does (a threshold of 1 extends
-    every row once; the default policy beside per-prompt budgets with its own counts; a
+    Where the fixed side forces the very tokens the policy does (a threshold of 1 extends
+    every row once; the default policy and its early exit beside per-prompt budgets with
+    their own Waits and, where the exit ended the thinking, a cap there, :func:`replica`; a
     threshold of 0 never extends, beside a minimum of one token, which extends nothing
-    either on the toy but, like every budget that can insert a phrase, asks vLLM for
-    log-probabilities to tell forced tokens by), both sides generate the same tokens in
-    the same batch shapes, and the ratio is the policy's own cost. The other two rows are
-    reported without a target: beside natural thinking, the fixed side asks for no
-    log-probabilities at all; beside one extension for all, the default policy generates
-    other tokens, and its easy rows finish early and leave a thinner batch, which costs
-    more per token whatever the processor does.
+    either on the toy but, like every budget that can insert a phrase, has its forced
+    tokens told apart), both sides generate the same tokens in the same batch shapes, and
+    the ratio is the policy's own cost. The other two rows are reported without a target:
+    beside natural thinking, the fixed side needs no forced tokens told apart; beside one
+    extension for all, the default policy generates other tokens, and its easy rows finish
+    early and leave a thinner batch, which costs more per token whatever the processor
+    does.
     """
 
     def b(**kw: object) -> ThinkingBudget:

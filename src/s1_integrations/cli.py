@@ -7,7 +7,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -285,6 +285,24 @@ def _parse_ints(text: str) -> list[int]:
     return [int(p) for p in text.split(",") if p.strip()]
 
 
+def _refuse(option: str, why: str) -> NoReturn:
+    """A bad option: say which and why, before any engine starts."""
+    console.print(f"[red]error:[/red] {option}: {why}")
+    raise typer.Exit(code=2)
+
+
+def _thresholds(option: str, text: str | None, default: float) -> list[float]:
+    """A comma-separated list of numbers from 0 to 1 (``default`` alone when not given)."""
+    try:
+        levels = [float(t) for t in text.split(",") if t.strip()] if text else []
+    except ValueError:
+        _refuse(option, f"{text!r} is not a list of numbers")
+    for level in levels:  # NaN fails the comparison too
+        if not 0.0 <= level <= 1.0:
+            _refuse(option, f"{level:g} is not between 0 and 1")
+    return levels or [default]
+
+
 def _print_summary(report: Any) -> None:
     labels = sorted({k for s in report.summaries for k in s.by_difficulty})
     table = Table(title="accuracy against thinking")
@@ -322,6 +340,7 @@ def _sweep(
     seed: int = 0,
     thresholds: list[float] | None = None,
     exits: list[int] | None = None,
+    exit_thresholds: list[float] | None = None,
 ) -> Any:
     from s1_integrations.scaling import get_scorer, load_jsonl, run_sweep
     from s1_integrations.scaling.sweep import settings_for
@@ -336,6 +355,7 @@ def _sweep(
         _parse_ints(samples),
         thresholds or (),
         exits or (0,),
+        exit_thresholds or (),  # the default threshold
     )
     with console.status(f"{len(settings)} budget settings x {len(pairs)} questions..."):
         return run_sweep(
@@ -400,41 +420,42 @@ def sweep(
             ),
         ),
     ] = None,
+    exit_thresholds: Annotated[
+        str | None,
+        typer.Option(
+            "--exit-thresholds",
+            help=(
+                "Comma-separated early-exit thresholds (0-1: the top-1 a confident token "
+                "needs), each with every --exit-after stretch; default: the default."
+            ),
+        ),
+    ] = None,
     model: ModelOption = None,
     engine_arg: EngineArg = None,
 ) -> None:
     """Accuracy against thinking tokens at several caps, extension counts, sample counts and
     adaptive thresholds, with a plot."""
-    from s1_integrations.core.adaptive import DEFAULT_THRESHOLD, AdaptivePolicy
+    from s1_integrations.core.adaptive import DEFAULT_EXIT_THRESHOLD, DEFAULT_THRESHOLD
     from s1_integrations.scaling import DatasetError
 
-    for name, value in (("--thresholds", thresholds), ("--exit-after", exit_after)):
+    options = (
+        ("--thresholds", thresholds),
+        ("--exit-after", exit_after),
+        ("--exit-thresholds", exit_thresholds),
+    )
+    for name, value in options:
         if value is not None and not adaptive:
-            console.print(f"[red]error:[/red] {name}: set for the adaptive policy; add --adaptive")
-            raise typer.Exit(code=2)
+            _refuse(name, "set for the adaptive policy; add --adaptive")
     try:
         exits = _parse_ints(exit_after) if exit_after else [0]
     except ValueError:
-        console.print(f"[red]error:[/red] --exit-after: {exit_after!r} is not a list of integers")
-        raise typer.Exit(code=2) from None
+        _refuse("--exit-after", f"{exit_after!r} is not a list of integers")
     if any(e < 0 for e in exits):
-        console.print(f"[red]error:[/red] --exit-after: {min(exits)} is below 0")
-        raise typer.Exit(code=2)
-    try:
-        levels = (
-            ([float(t) for t in thresholds.split(",") if t.strip()] if thresholds else None)
-            or [DEFAULT_THRESHOLD]
-            if adaptive
-            else []
-        )
-    except ValueError:
-        console.print(f"[red]error:[/red] --thresholds: {thresholds!r} is not a list of numbers")
-        raise typer.Exit(code=2) from None
-    for level in levels:  # before the engine starts
-        if not 0.0 <= level <= 1.0:
-            console.print(f"[red]error:[/red] --thresholds: {level:g} is not between 0 and 1")
-            raise typer.Exit(code=2)
-        AdaptivePolicy(threshold=level)
+        _refuse("--exit-after", f"{min(exits)} is below 0")
+    if exit_thresholds is not None and not any(exits):
+        _refuse("--exit-thresholds", "set for the early exit; add --exit-after N (N > 0)")
+    levels = _thresholds("--thresholds", thresholds, DEFAULT_THRESHOLD) if adaptive else []
+    exit_levels = _thresholds("--exit-thresholds", exit_thresholds, DEFAULT_EXIT_THRESHOLD)
     try:
         with _generator(model, engine_arg) as generator:
             report = _sweep(
@@ -450,6 +471,7 @@ def sweep(
                 seed,
                 levels,
                 exits,
+                exit_levels,
             )
     except (DatasetError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")

@@ -189,6 +189,14 @@ def test_early_exit_ends_the_thinking_exactly_and_rounds_agree(generator) -> Non
     assert [s.extensions for s in single[:3]] == [0, 0, 0]
     assert single[2].thinking.endswith("so")
     assert all(s.thinking_end_signal is not None for s in single[:3])
+    # At 0.9: the easy guess is confident from its first token on; the hard one is not, so
+    # the policy extends it, and the check after the Wait is cut by the 30-token stretch.
+    assert [(s.thinking_ended_by, s.extensions) for s in single[3:]] == [
+        ("early_exit", 0),
+        ("early_exit", 1),
+    ]
+    assert single[3].thinking_tokens == 5
+    assert all(s.thinking_end_signal >= 0.9 for s in single[3:])  # the stretch's lowest
 
 
 def test_early_exit_at_the_edge_of_the_context_stops_where_one_pass_stops(generator) -> None:

@@ -143,8 +143,9 @@ def test_adaptive_sweep_rows_one_per_threshold(generator: Any, tmp_path: Path) -
 
 @pytest.mark.engine
 def test_adaptive_sweep_rows_per_threshold_and_early_exit(generator: Any, tmp_path: Path) -> None:
-    """``exits`` adds, per threshold, the policy with an early exit: at threshold 0 the exit
-    after 4 tokens spends exactly 4 on every question; 0 keeps the row without one."""
+    """``exits`` adds, per threshold, the policy with an early exit: the toy writes its first
+    4 thinking tokens above the default exit threshold (0.99), so the exit after 4 spends
+    exactly 4 on every question; 0 keeps the row without one."""
     pairs = load_jsonl(heldout_path())[:4]
     settings = settings_for([], [], thresholds=[DEFAULT_THRESHOLD], exits=[0, 4])
     assert [s.label for s in settings] == ["adaptive 0.45", "adaptive 0.45 exit 4"]

@@ -64,8 +64,9 @@ class ForcingPlan:
     policy (:mod:`s1_integrations.core.adaptive`): past the minimum, an attempt to stop is
     extended only while the signal says the model is unsure, instead of ``extensions`` times.
     ``exit_after`` (with ``exit_threshold``) is its early exit: once that many consecutive
-    model tokens, each with a top-1 probability of at least ``exit_threshold``, stand past the
-    minimum, the conclusion and the end delimiter are forced, as the cap forces them.
+    model tokens each had a top-1 probability of at least ``exit_threshold`` and the thinking
+    has reached the minimum, the conclusion and the end delimiter are forced, as the cap
+    forces them.
 
     ``landing`` is the soft-landing window: once the thinking is within ``landing`` tokens of
     the point where the cap forces its sequence, the first ``breaks`` token the model writes

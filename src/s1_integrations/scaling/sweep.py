@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from s1_integrations.core.adaptive import AdaptivePolicy
+from s1_integrations.core.adaptive import DEFAULT_EXIT_THRESHOLD, AdaptivePolicy
 from s1_integrations.core.budget import ThinkingBudget
 from s1_integrations.core.results import BudgetForcedResult, VotedResult
 from s1_integrations.core.samples import check_samples
@@ -50,8 +50,12 @@ class SweepSetting:
         if self.kind == "samples":
             return f"majority@{self.value}"
         if self.kind == "adaptive":
-            exit_after = self.policy.exit_after if self.policy else 0
-            return f"adaptive {self.value:g}" + (f" exit {exit_after}" if exit_after else "")
+            label = f"adaptive {self.value:g}"
+            if self.policy and self.policy.exit_after:
+                label += f" exit {self.policy.exit_after}"
+                if self.policy.exit_threshold != DEFAULT_EXIT_THRESHOLD:
+                    label += f" at {self.policy.exit_threshold:g}"
+            return label
         return f"{self.value} extension{'s' if self.value != 1 else ''}"
 
     def budget(self, max_answer_tokens: int) -> ThinkingBudget:
@@ -82,9 +86,11 @@ class SettingSummary:
     wall_seconds: float
     #: Per difficulty label of the dataset (empty when it has none): accuracy, mean thinking.
     by_difficulty: dict[str, tuple[float, float]] = field(default_factory=dict)
-    #: The adaptive policy's early-exit stretch (0: none, and for every other kind), and the
-    #: share of thinking the early exit ended: what calibrating ``exit_after`` reads.
+    #: The adaptive policy's early-exit stretch (0: none, and for every other kind), its
+    #: threshold (``None`` without one), and the share of thinking the early exit ended:
+    #: what calibrating the exit reads.
     exit_after: int = 0
+    exit_threshold: float | None = None
     ended_by_exit: float = 0.0
 
     def flat(self) -> dict[str, Any]:
@@ -111,14 +117,18 @@ def settings_for(
     samples: Sequence[int] = (),
     thresholds: Sequence[float] = (),
     exits: Sequence[int] = (0,),
+    exit_thresholds: Sequence[float] = (DEFAULT_EXIT_THRESHOLD,),
 ) -> list[SweepSetting]:
     """Caps, extension counts, sample counts, then adaptive policies: one per threshold and
-    early-exit stretch (``exits``; 0 is the policy without an early exit)."""
+    early-exit stretch (``exits``; 0 is the policy without an early exit), each stretch once
+    per early-exit threshold (``exit_thresholds``)."""
+    exit_levels = tuple(dict.fromkeys(exit_thresholds)) or (DEFAULT_EXIT_THRESHOLD,)
     # Refuse a bad threshold or stretch before any setting runs.
     policies = [
-        (t, AdaptivePolicy(threshold=t, exit_after=e))
+        (t, AdaptivePolicy(threshold=t, exit_after=e, exit_threshold=x))
         for t in dict.fromkeys(thresholds)
         for e in dict.fromkeys(exits or (0,))
+        for x in (exit_levels if e else (DEFAULT_EXIT_THRESHOLD,))
     ]
     return [
         *(SweepSetting("cap", c) for c in caps),
@@ -235,6 +245,7 @@ def run_sweep(
                 wall_seconds=wall,
                 by_difficulty=by_difficulty,
                 exit_after=setting.policy.exit_after if setting.policy else 0,
+                exit_threshold=setting.policy.exit_threshold if setting.policy else None,
                 ended_by_exit=sum(r.thinking_ended_by == "early_exit" for r in results)
                 / len(results),
             )

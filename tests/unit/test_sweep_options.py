@@ -1,0 +1,67 @@
+"""The sweep command's adaptive options: refused with the option named before any engine
+starts, and turned into the settings they name."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from s1_integrations import cli
+from s1_integrations.core.adaptive import DEFAULT_EXIT_THRESHOLD
+from s1_integrations.scaling.sweep import settings_for
+
+
+@pytest.fixture
+def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_: object) -> None:
+        raise AssertionError("an engine was started")
+
+    monkeypatch.setattr(cli, "_generator", refuse)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--thresholds", "0.3"], "--thresholds: set for the adaptive policy"),
+        (["--exit-after", "4"], "--exit-after: set for the adaptive policy"),
+        (["--exit-thresholds", "0.9"], "--exit-thresholds: set for the adaptive policy"),
+        (["--adaptive", "--thresholds", "0.3,high"], "--thresholds: '0.3,high' is not a list"),
+        (["--adaptive", "--thresholds", "1.5"], "--thresholds: 1.5 is not between 0 and 1"),
+        (["--adaptive", "--thresholds", "nan"], "--thresholds: nan is not between 0 and 1"),
+        (["--adaptive", "--exit-after", "4,x"], "--exit-after: '4,x' is not a list of integers"),
+        (["--adaptive", "--exit-after", "-4"], "--exit-after: -4 is below 0"),
+        (["--adaptive", "--exit-thresholds", "0.9"], "--exit-thresholds: set for the early exit"),
+        (
+            ["--adaptive", "--exit-after", "0", "--exit-thresholds", "0.9"],
+            "--exit-thresholds: set for the early exit",
+        ),
+        (
+            ["--adaptive", "--exit-after", "8", "--exit-thresholds", "2"],
+            "--exit-thresholds: 2 is not between 0 and 1",
+        ),
+    ],
+)
+def test_bad_adaptive_options_are_refused_by_name(
+    no_engine: None, args: list[str], message: str
+) -> None:
+    done = CliRunner().invoke(cli.app, ["sweep", *args], env={"COLUMNS": "200"})
+    assert done.exit_code == 2, done.output
+    assert message in " ".join(done.output.split())
+
+
+def test_each_stretch_runs_once_per_exit_threshold_and_the_label_names_it() -> None:
+    settings = settings_for([], [], thresholds=[0.45], exits=[0, 8], exit_thresholds=[0.9, 0.99])
+    assert [s.label for s in settings] == [
+        "adaptive 0.45",
+        "adaptive 0.45 exit 8 at 0.9",
+        "adaptive 0.45 exit 8",  # the default threshold goes unsaid
+    ]
+    policies = [s.policy for s in settings]
+    assert policies[0] is None
+    assert [(p.exit_after, p.exit_threshold) for p in policies[1:] if p] == [
+        (8, 0.9),
+        (8, DEFAULT_EXIT_THRESHOLD),
+    ]
+    assert settings_for([], [], thresholds=[0.45], exits=[8], exit_thresholds=[]) == settings_for(
+        [], [], thresholds=[0.45], exits=[8]
+    )
