@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate
 
+from logit_rows import END, EOS, NEG, WAIT, A, B, V, end_row, plan, tied
 from s1_integrations.core.adaptive import AdaptivePolicy, SignalTracker
 from s1_integrations.core.budget import ThinkingBudget
 from s1_integrations.core.forcing import (
@@ -25,14 +26,6 @@ from s1_integrations.core.forcing import (
 )
 from s1_integrations.core.plans import PlanBuilder
 from s1_integrations.engine.processor import BudgetForcingLogitsProcessor, top1_logprobs
-
-V = 16
-END, EOS, WAIT, A, B = 10, 11, 12, 1, 2
-NEG = float("-inf")
-
-
-def plan(**kw: object) -> ForcingPlan:
-    return ForcingPlan(end=(END,), eos=(EOS,), phrases=((WAIT,),), **kw)  # type: ignore[arg-type]
 
 
 def adaptive(threshold: float, max_extensions: int = 1, signal: str = "min_top1") -> ForcingPlan:
@@ -47,21 +40,6 @@ def params(p: ForcingPlan, temperature: float = 0.0) -> SamplingParams:
 
 def processor() -> BudgetForcingLogitsProcessor:
     return BudgetForcingLogitsProcessor(None, torch.device("cpu"), False)  # type: ignore[arg-type]
-
-
-def split_row(share: int) -> torch.Tensor:
-    """A row whose top token is A, tied with ``share - 1`` others: top-1 exactly 1/share."""
-    row = torch.full((V,), NEG)
-    row[A] = 0.0
-    for t in range(3, 3 + share - 1):
-        row[t] = 0.0
-    return row
-
-
-def end_row() -> torch.Tensor:
-    row = torch.zeros(V)
-    row[END] = 5.0
-    return row
 
 
 def top1_of(row: torch.Tensor) -> float:
@@ -87,7 +65,7 @@ def step(
 
 def test_one_batch_confident_and_unsure_rows_at_the_threshold_edges() -> None:
     """Four rows see the same two steps (a token with top-1 1/2, then an end attempt)."""
-    half = top1_of(split_row(2))
+    half = top1_of(tied(2))
     assert half == pytest.approx(0.5, abs=1e-6)
     plans = [
         adaptive(half),  # signal == threshold: confident, the thinking ends
@@ -105,7 +83,7 @@ def test_one_batch_confident_and_unsure_rows_at_the_threshold_edges() -> None:
             moved=[],
         )
     )
-    step(proc, [split_row(2)] * 4, outs)
+    step(proc, [tied(2)] * 4, outs)
     assert [o[-1] for o in outs] == [A, A, A, A]
     out = step(proc, [end_row()] * 4, outs)
     assert [forced_token(out[r]) for r in range(4)] == [END, WAIT, END, WAIT]
@@ -131,12 +109,12 @@ def test_signal_covers_the_tokens_since_the_last_extension_and_max_extensions_ho
             moved=[],
         )
     )
-    certain = split_row(1)
-    step(proc, [split_row(4), split_row(4)], [out_a, out_b])  # top-1 1/4: unsure
+    certain = tied(1)
+    step(proc, [tied(4), tied(4)], [out_a, out_b])  # top-1 1/4: unsure
     step(proc, [end_row(), end_row()], [out_a, out_b])
     assert out_a[-1] == WAIT and out_b[-1] == WAIT
     # Row 0 writes certain tokens after the phrase; row 1 is unsure again.
-    step(proc, [certain, split_row(3)], [out_a, out_b])
+    step(proc, [certain, tied(3)], [out_a, out_b])
     out = step(proc, [end_row(), end_row()], [out_a, out_b])
     assert forced_token(out[0]) == END and forced_token(out[1]) == END
     a, b = proc.requests[0].state, proc.requests[1].state
@@ -156,7 +134,7 @@ def test_policies_mix_with_fixed_budgets_and_unbudgeted_rows() -> None:
         (3, params(adaptive(0.9, max_extensions=0)), None, outs[3]),
     ]
     proc.update_state(BatchUpdate(batch_size=4, removed=[], added=added, moved=[]))
-    step(proc, [split_row(2)] * 4, outs)
+    step(proc, [tied(2)] * 4, outs)
     out = step(proc, [end_row()] * 4, outs)
     assert forced_token(out[0]) == WAIT  # 0.5 < 0.9: unsure
     assert forced_token(out[1]) == WAIT  # the fixed extension

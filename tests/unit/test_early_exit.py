@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate
 
+from logit_rows import END, EOS, WAIT, A, B, end_row, plan, tied
 from s1_integrations.core.adaptive import AdaptivePolicy
 from s1_integrations.core.backend import forced_flags
 from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan, ForcingState, Replayer
@@ -23,39 +24,12 @@ from s1_integrations.engine.processor import BudgetForcingLogitsProcessor
 from s1_integrations.engine.records import RECORD_KEY
 from s1_integrations.engine.xargs import plain_budget
 
-V = 16
-END, EOS, WAIT, A, B, C1, C2 = 10, 11, 12, 1, 2, 13, 14
-NEG = float("-inf")
-
-
-def plan(**kw: object) -> ForcingPlan:
-    return ForcingPlan(end=(END,), eos=(EOS,), phrases=((WAIT,),), **kw)  # type: ignore[arg-type]
+C1, C2 = 13, 14
 
 
 def exiting(after: int, threshold: float = 0.9, **kw: object) -> ForcingPlan:
     """The policy's early exit alone (a policy that never extends)."""
     return plan(adaptive_signal="min_top1", exit_after=after, exit_threshold=threshold, **kw)
-
-
-def sure() -> torch.Tensor:
-    """Only A is possible: top-1 exactly 1."""
-    row = torch.full((V,), NEG)
-    row[A] = 0.0
-    return row
-
-
-def unsure() -> torch.Tensor:
-    """A tied with B (A wins the argmax, the lower index): top-1 exactly 1/2."""
-    row = torch.full((V,), NEG)
-    row[A] = 0.0
-    row[B] = 0.0
-    return row
-
-
-def attempt() -> torch.Tensor:
-    row = torch.zeros(V)
-    row[END] = 5.0
-    return row
 
 
 def forced_token(row: torch.Tensor) -> int | None:
@@ -109,14 +83,14 @@ def test_a_confident_stretch_past_the_minimum_ends_the_thinking_exactly() -> Non
     ]
     batch = Batch(plans)
     script = [
-        [sure(), sure(), sure(), sure(), sure(), sure()],
-        [sure(), sure(), unsure(), sure(), sure(), sure()],
-        [sure(), sure(), sure(), sure(), sure(), sure()],
-        [sure(), sure(), sure(), sure(), sure(), sure()],
-        [sure(), sure(), sure(), sure(), sure(), sure()],
-        [sure(), sure(), sure(), sure(), sure(), sure()],
-        [sure(), sure(), sure(), sure(), sure(), attempt()],
-        [sure(), sure(), sure(), sure(), sure(), sure()],
+        [tied(1), tied(1), tied(1), tied(1), tied(1), tied(1)],
+        [tied(1), tied(1), tied(2), tied(1), tied(1), tied(1)],
+        [tied(1), tied(1), tied(1), tied(1), tied(1), tied(1)],
+        [tied(1), tied(1), tied(1), tied(1), tied(1), tied(1)],
+        [tied(1), tied(1), tied(1), tied(1), tied(1), tied(1)],
+        [tied(1), tied(1), tied(1), tied(1), tied(1), tied(1)],
+        [tied(1), tied(1), tied(1), tied(1), tied(1), end_row()],
+        [tied(1), tied(1), tied(1), tied(1), tied(1), tied(1)],
     ]
     for rows in script:
         batch.step(rows)
@@ -143,7 +117,7 @@ def test_a_confident_stretch_past_the_minimum_ends_the_thinking_exactly() -> Non
 
 
 def test_the_stretch_uses_the_threshold_at_its_edge_and_forced_tokens_break_it() -> None:
-    half = math.exp(torch.log_softmax(unsure(), -1).max().item())  # as the processor has it
+    half = math.exp(torch.log_softmax(tied(2), -1).max().item())  # as the processor has it
     plans = [
         exiting(2, threshold=half),  # 1/2 counts: exits after two unsure tokens
         exiting(2, threshold=math.nextafter(half, 1.0)),  # it does not: sure tokens only
@@ -151,11 +125,11 @@ def test_the_stretch_uses_the_threshold_at_its_edge_and_forced_tokens_break_it()
     ]
     batch = Batch(plans)
     for rows in (
-        [unsure(), unsure(), sure()],
-        [unsure(), unsure(), attempt()],
-        [attempt(), sure(), sure()],
-        [sure(), sure(), sure()],
-        [sure(), sure(), sure()],
+        [tied(2), tied(2), tied(1)],
+        [tied(2), tied(2), end_row()],
+        [end_row(), tied(1), tied(1)],
+        [tied(1), tied(1), tied(1)],
+        [tied(1), tied(1), tied(1)],
     ):
         batch.step(rows)
     assert batch.outs[0][:3] == [A, A, END]
@@ -177,11 +151,11 @@ def test_without_extensions_left_an_attempt_is_the_model_s_and_an_exit_the_polic
     )
     batch = Batch([both, both])
     for rows in (
-        [unsure(), unsure()],
-        [attempt(), sure()],  # row 0: unsure, extended; row 1 goes on
-        [unsure(), sure()],
-        [attempt(), sure()],  # row 0: the max is spent, the model stops; row 1 exits
-        [sure(), sure()],
+        [tied(2), tied(2)],
+        [end_row(), tied(1)],  # row 0: unsure, extended; row 1 goes on
+        [tied(2), tied(1)],
+        [end_row(), tied(1)],  # row 0: the max is spent, the model stops; row 1 exits
+        [tied(1), tied(1)],
     ):
         batch.step(rows)
     assert batch.outs[0][:5] == [A, WAIT, A, END, A]
@@ -194,7 +168,7 @@ def test_without_extensions_left_an_attempt_is_the_model_s_and_an_exit_the_polic
 def test_the_replay_reads_the_exit_from_the_records_and_from_top1s(conclusion) -> None:
     p = exiting(3, conclusion=conclusion)
     batch = Batch([p])
-    for row in (sure(), unsure(), sure(), sure(), sure(), *[sure()] * 5):
+    for row in (tied(1), tied(2), tied(1), tied(1), tied(1), *[tied(1)] * 5):
         batch.step([row])
     ids = batch.outs[0]
     engine = batch.state(0)
