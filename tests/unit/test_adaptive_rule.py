@@ -211,6 +211,8 @@ def test_replay_reads_decisions_off_forced_tokens_and_reports_signals() -> None:
         ({"threshold": float("nan")}, "threshold"),
         ({"signal": "entropy"}, "signal"),
         ({"max_extensions": -1}, "max_extensions"),
+        ({"max_extensions": True}, "max_extensions"),  # a boolean is no count
+        ({"threshold": False}, "threshold"),
         ({"bogus": 1}, "bogus"),
     ],
 )

@@ -41,6 +41,7 @@ from s1_integrations.core.knobs import (
 )
 from s1_integrations.core.reporting import FIGURE_KEYS, result_figures
 from s1_integrations.core.results import BudgetForcedResult
+from s1_integrations.core.settings import AdapterSettings
 from s1_integrations.core.toolcalls import (
     ToolCallStreamFilter,
     normalise_tool_choice,
@@ -621,3 +622,23 @@ def test_both_reasoning_tools_have_one_signature() -> None:
     names = [name for name, _, _ in shape(langchain.reasoning_tool)]
     assert names == ["generator_or_model", "name", "description", "budget"]
     assert shape(langchain.reasoning_tool)[1][1] is inspect.Parameter.KEYWORD_ONLY
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "max_thinking_tokens",
+        "min_thinking_tokens",
+        "extensions",
+        "max_answer_tokens",
+        "soft_landing_tokens",
+    ],
+)
+def test_a_budget_count_refuses_a_boolean_naming_the_field(field: str) -> None:
+    """Lax parsing would read true as 1: a mistake to name, not one token; the adapters' own
+    fields (built from the budget's) refuse it too."""
+    for model in (ThinkingBudget, AdapterSettings):
+        with pytest.raises(ValidationError, match=rf"{field}\n.*true is not a number"):
+            model(**{field: True})  # type: ignore[arg-type]
+    fits = {"max_thinking_tokens": 10, field: "3"}  # a soft landing needs a cap
+    assert getattr(ThinkingBudget(**fits), field) == 3  # type: ignore[arg-type]  # a string stays

@@ -152,6 +152,11 @@ def test_no_keys_of_ours_is_left_alone(builder: PlanBuilder) -> None:
         ({"adaptive": '{"threshold": 0.3}', "adaptive_threshold": 0.4}, "both set threshold"),
         ({"adaptive": False, "adaptive_threshold": 0.4}, "adaptive is off but"),
         ({"adaptive": True, "extensions": 2}, "exclude each other"),
+        # A boolean is no count: lax parsing would read true as 1.
+        ({"max_thinking_tokens": True}, r"vllm_xargs\.max_thinking_tokens: true is not a number"),
+        ({"extensions": False}, r"vllm_xargs\.extensions: false is not a number"),
+        ({"adaptive_exit_after": True}, r"vllm_xargs\.adaptive_exit_after: true is not a"),
+        ({"adaptive_threshold": True}, r"vllm_xargs\.adaptive_threshold: true is not a"),
     ],
 )
 def test_typos_and_bad_values_are_refused_naming_the_key(

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from s1_integrations.core.numbers import Count, Real
+
 #: Signal names and what they aggregate over the model's thinking tokens since the last
 #: extension: the lowest top-1 probability, or the mean one. Higher means more confident.
 SIGNALS: tuple[str, ...] = ("min_top1", "mean_top1")
@@ -56,16 +58,16 @@ class AdaptivePolicy(BaseModel):
             "mean_top1: their mean."
         ),
     )
-    threshold: float = Field(
+    threshold: Real = Field(
         default=DEFAULT_THRESHOLD,
         ge=0.0,
         le=1.0,
         description="Confident when the signal is at least this (a probability, 0 to 1).",
     )
-    max_extensions: int = Field(
+    max_extensions: Count = Field(
         default=1, ge=0, description="Extensions the policy may insert in one generation."
     )
-    exit_after: int = Field(
+    exit_after: Count = Field(
         default=0,
         ge=0,
         description=(
@@ -75,7 +77,7 @@ class AdaptivePolicy(BaseModel):
             "itself)."
         ),
     )
-    exit_threshold: float = Field(
+    exit_threshold: Real = Field(
         default=DEFAULT_EXIT_THRESHOLD,
         ge=0.0,
         le=1.0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from s1_integrations.core.adaptive import AdaptivePolicy
+from s1_integrations.core.numbers import Count
 
 
 class BudgetError(ValueError):
@@ -33,13 +34,13 @@ class ThinkingBudget(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_thinking_tokens: int | None = Field(
+    max_thinking_tokens: Count | None = Field(
         default=None, ge=0, description="Hard cap on thinking tokens; 0 answers at once."
     )
-    min_thinking_tokens: int = Field(
+    min_thinking_tokens: Count = Field(
         default=0, ge=0, description="Attempts to stop thinking before this many are extended."
     )
-    extensions: int = Field(
+    extensions: Count = Field(
         default=0, ge=0, description="Suppress the end of thinking this many times (s1's 'ignore')."
     )
     extension_phrases: tuple[str, ...] = Field(
@@ -48,10 +49,10 @@ class ThinkingBudget(BaseModel):
     conclusion: str | None = Field(
         default=None, description="Text forced just before the end delimiter when the cap hits."
     )
-    max_answer_tokens: int = Field(
+    max_answer_tokens: Count = Field(
         default=1024, ge=1, description="Tokens allowed after the thinking ends."
     )
-    soft_landing_tokens: int = Field(
+    soft_landing_tokens: Count = Field(
         default=0,
         ge=0,
         description=(
