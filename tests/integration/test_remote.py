@@ -536,48 +536,65 @@ def test_a_killed_server_fails_pending_and_later_calls_and_the_fleet_carries_on(
     doomed, healthy = servers["flagged"], servers["plugin"]
     alone = BudgetForcedGenerator.from_servers(doomed.url, **FAST_FAIL)
     fleet = BudgetForcedGenerator.from_servers([doomed.url, healthy.url], **FAST_FAIL)
-    errors: list[BaseException] = []
+    errors: dict[str, BaseException] = {}
     seen: list[tuple[float, Any]] = []  # (when, event): says what happened if this fails
     streaming = threading.Event()
 
-    # Thinking that takes most of the context: the server is still generating when it is
-    # killed (400 tokens could all be sent, and sit in the client's buffers, by then).
+    # Thinking that takes most of the context, for a stream and a batch beside it: the batch
+    # keeps the server's steps slow, so the requests are still generating when the server is
+    # killed. (Alone, the stream's 1,800 tokens took about 4 s here, and /metrics, answered
+    # by the same busy server, once took as long.)
     long = ThinkingBudget(min_thinking_tokens=alone.max_model_len - 200)
+    batch = ["What is 12 + 34?"] * 15
 
-    def pending() -> None:
-        try:
-            for event in alone.stream("What is 12 + 34?", long):
-                seen.append((time.monotonic(), event))
-                streaming.set()
-        except BaseException as e:
-            errors.append(e)
+    def pending(name: str, call: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                call()
+            except BaseException as e:
+                errors[name] = e
 
-    for _ in range(10):
+        return run
+
+    def stream() -> None:
+        for event in alone.stream("What is 12 + 34?", long):
+            seen.append((time.monotonic(), event))
+            streaming.set()
+
+    running: list[float] = []
+    for _ in range(5):
         seen.clear()
         streaming.clear()
-        worker = threading.Thread(target=pending)
-        worker.start()
+        workers = [
+            threading.Thread(target=pending("batch", lambda: alone.generate(batch, long))),
+            threading.Thread(target=pending("stream", stream)),
+        ]
+        for worker in workers:
+            worker.start()
         assert streaming.wait(timeout=120)
-        if doomed.metric("vllm:num_requests_running") >= 1:
-            break  # still generating: the kill lands in the middle of the request
-        # On a loaded machine the client may read its first token only once the server has
-        # sent them all: that run proves nothing, so the same request runs again.
-        worker.join(timeout=120)
+        running.append(doomed.metric("vllm:num_requests_running"))
+        if running[-1] == len(batch) + 1:
+            break  # all still generating, the stream included: the kill lands mid-request
+        # The server finished some before /metrics answered: that run proves nothing.
+        for worker in workers:
+            worker.join(timeout=300)
         assert not errors, errors
     else:
-        pytest.fail("the server finished each request before its client read a token")
+        pytest.fail(f"requests running when /metrics answered: {running}, not {len(batch) + 1}")
     killed = time.monotonic()
     doomed.kill()
-    worker.join(timeout=60)
-    assert not worker.is_alive()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert not worker.is_alive()
     story = (
         f"{len(seen)} events, the first {killed - seen[0][0]:.3f} s before the kill, the last "
         f"{seen[-1][0] - killed:.3f} s after it: {type(seen[-1][1]).__name__} "
         f"{repr(seen[-1][1])[:300]}"
     )
-    assert len(errors) == 1, story
-    assert isinstance(errors[0], EngineError)
-    assert doomed.url in str(errors[0])
+    assert sorted(errors) == ["batch", "stream"], story
+    for error in errors.values():
+        assert isinstance(error, EngineError)
+        assert doomed.url in str(error)
 
     started = time.monotonic()
     with pytest.raises(EngineError, match="no server could serve the request"):
