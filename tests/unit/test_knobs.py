@@ -41,6 +41,7 @@ from s1_integrations.core.knobs import (
 )
 from s1_integrations.core.reporting import FIGURE_KEYS, result_figures
 from s1_integrations.core.results import BudgetForcedResult
+from s1_integrations.core.sampling import SamplingOptions
 from s1_integrations.core.settings import AdapterSettings
 from s1_integrations.core.toolcalls import (
     ToolCallStreamFilter,
@@ -48,6 +49,7 @@ from s1_integrations.core.toolcalls import (
     parse_tool_calls,
     plan_tools,
 )
+from s1_integrations.engine.remote import RemoteConfig
 
 ADAPTERS = [ChatBudgetForced, BudgetForcedLLM]
 DEFAULT = ThinkingBudget()
@@ -642,3 +644,43 @@ def test_a_budget_count_refuses_a_boolean_naming_the_field(field: str) -> None:
             model(**{field: True})  # type: ignore[arg-type]
     fits = {"max_thinking_tokens": 10, field: "3"}  # a soft landing needs a cap
     assert getattr(ThinkingBudget(**fits), field) == 3  # type: ignore[arg-type]  # a string stays
+
+
+@pytest.mark.parametrize("field", ["temperature", "top_p", "top_k", "seed", "n"])
+def test_a_sampling_number_refuses_a_boolean_naming_the_field(field: str) -> None:
+    """temperature=true is no temperature of 1.0, nor seed=false a seed of 0: the sampling
+    options, both adapters' fields and a call's keywords name the field."""
+    refused = rf"{field}\n.*(true|false) is not a number"
+    if field != "n":  # n is the generator's and the adapters' (check_samples in a call)
+        with pytest.raises(ValidationError, match=refused):
+            SamplingOptions(**{field: True})
+        with pytest.raises(ValidationError, match=refused):
+            SamplingOptions.from_call({field: False})
+    for cls in ADAPTERS:
+        with pytest.raises(ValidationError, match=refused):
+            cls(model=TOY, **{field: True})
+    call = ChatBudgetForced(model=TOY)
+    in_call = refused if field != "n" else "n: expected a whole number of samples, got True"
+    with pytest.raises(ValueError, match=in_call):  # a ValidationError is a ValueError
+        call.resolve(fake_generator(), {field: True})  # type: ignore[arg-type]
+    number = {"temperature": "0.5", "top_p": "0.5", "top_k": "3", "seed": "3", "n": "3"}[field]
+    assert getattr(BudgetForcedLLM(model=TOY, **{field: number}), field) == float(number)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "connect_timeout_s",
+        "read_timeout_s",
+        "max_retries",
+        "backoff_s",
+        "max_backoff_s",
+        "down_for_s",
+        "max_connections",
+    ],
+)
+def test_a_remote_setting_refuses_a_boolean_naming_the_field(field: str) -> None:
+    """max_retries=true is no single retry: the fleet's settings name the field too."""
+    with pytest.raises(ValidationError, match=rf"{field}\n.*true is not a number"):
+        RemoteConfig(base_urls="http://127.0.0.1:8000", **{field: True})
+    assert getattr(RemoteConfig(base_urls="http://127.0.0.1:8000", **{field: "2"}), field) == 2

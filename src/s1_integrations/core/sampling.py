@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from s1_integrations.core.backend import GenerationRequest
+from s1_integrations.core.numbers import Count, Real
 from s1_integrations.core.schemas import check_answer_schema, check_structural_tag
 
 #: Seeds of successive samples of one prompt lie this far apart (the rounds strategy seeds
@@ -19,10 +20,10 @@ class SamplingOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    temperature: float = Field(default=0.0, ge=0.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=1)
-    seed: int | None = None
+    temperature: Real = Field(default=0.0, ge=0.0)
+    top_p: Real = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: Count | None = Field(default=None, ge=1)
+    seed: Count | None = None
     stop: tuple[str, ...] = ()
     answer_schema: dict[str, Any] | None = Field(
         default=None, description="JSON schema the answer must follow (thinking stays free)."

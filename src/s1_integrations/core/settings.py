@@ -32,6 +32,7 @@ from s1_integrations.core.knobs import (
     resolve_budget,
     validate_budget_field,
 )
+from s1_integrations.core.numbers import Count
 from s1_integrations.core.results import BudgetForcedResult, Strategy
 from s1_integrations.core.samples import check_samples
 from s1_integrations.core.votes import VoteMethod, check_method
@@ -97,7 +98,7 @@ _FIELDS: dict[str, Any] = {
         Field(default=None, description="Forcing strategy; None takes the generator's."),
     ),
     "n": (
-        int,
+        Count,
         Field(
             default=1,
             ge=1,

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from s1_integrations.core.backend import Chunk, GenerationRequest
 from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan
+from s1_integrations.core.numbers import Count, Real
 from s1_integrations.engine.bridge import _DONE, EngineError, LoopBridge
 from s1_integrations.engine.wire import (
     DONE,
@@ -59,17 +60,17 @@ class RemoteConfig(BaseModel):
         default="auto",
         description="'plugin' requires the servers' budget-forcing plugin, 'rounds' never uses it",
     )
-    connect_timeout_s: float = Field(default=5.0, gt=0)
-    read_timeout_s: float = Field(
+    connect_timeout_s: Real = Field(default=5.0, gt=0)
+    read_timeout_s: Real = Field(
         default=300.0, gt=0, description="longest silence allowed between two chunks of a reply"
     )
-    max_retries: int = Field(default=3, ge=0, description="per request, across servers")
-    backoff_s: float = Field(default=0.5, ge=0, description="first wait; doubles each retry")
-    max_backoff_s: float = Field(default=8.0, ge=0)
-    down_for_s: float = Field(
+    max_retries: Count = Field(default=3, ge=0, description="per request, across servers")
+    backoff_s: Real = Field(default=0.5, ge=0, description="first wait; doubles each retry")
+    max_backoff_s: Real = Field(default=8.0, ge=0)
+    down_for_s: Real = Field(
         default=5.0, ge=0, description="how long a server that refused a connection is avoided"
     )
-    max_connections: int = Field(default=512, ge=1)
+    max_connections: Count = Field(default=512, ge=1)
 
     @field_validator("base_urls", mode="before")
     @classmethod
