@@ -6,6 +6,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -215,8 +216,10 @@ def demo(
     ),
 ) -> None:
     """One question at several budgets, then the accuracy-vs-thinking sweep."""
+    from s1_integrations.core.adaptive import DEFAULT_THRESHOLD
     from s1_integrations.scaling import exact_match
 
+    plan = _plan_sweep(samples=DEMO_SAMPLES, thresholds=[DEFAULT_THRESHOLD]) if with_sweep else None
     with _generator(model, engine_arg) as generator:
         label = _model_label(generator, model)
         reference = None
@@ -248,41 +251,31 @@ def demo(
         for index in (2, 3):
             name, r = DEMO_BUDGETS[index][0], results[index]
             console.print(Panel(r.thinking.strip() or "(none)", title=f"thinking, {name}"))
-        if with_sweep:
-            from s1_integrations.core.adaptive import DEFAULT_THRESHOLD
-
+        if plan is not None:
             console.print(
                 f"\nsweeping caps, extensions, the adaptive policy and samples over the\n"
                 f"{TOY_NAME}'s held-out set"
             )
-            report = _sweep(
-                generator,
-                None,
-                DEFAULT_CAPS,
-                DEFAULT_EXTENSIONS,
-                sweep_out,
-                "exact",
-                None,
-                samples=DEMO_SAMPLES,
-                thresholds=[DEFAULT_THRESHOLD],
-            )
-    if with_sweep:
+            report = _sweep(generator, plan, sweep_out)
+    if plan is not None:
         _print_summary(report)
 
 
 def _parse_caps(text: str) -> list[int | None]:
-    caps: list[int | None] = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        if part in ("none", "inf", "unlimited"):
-            caps.append(None)
-        elif part:
-            caps.append(int(part))
-    return caps
+    """Comma-separated caps: whole numbers, or 'none' for no cap (refused as ``--caps``)."""
+    none = ("none", "inf", "unlimited")
+    parts = [p.strip().lower() for p in text.split(",") if p.strip()]
+    try:
+        return [None if p in none else int(p) for p in parts]
+    except ValueError:
+        _refuse("--caps", f"{text!r} is not a list of integers and 'none'")
 
 
-def _parse_ints(text: str) -> list[int]:
-    return [int(p) for p in text.split(",") if p.strip()]
+def _parse_ints(option: str, text: str) -> list[int]:
+    try:
+        return [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        _refuse(option, f"{text!r} is not a list of integers")
 
 
 def _refuse(option: str, why: str) -> NoReturn:
@@ -327,53 +320,93 @@ def _print_summary(report: Any) -> None:
         console.print(f"{name}: {path}")
 
 
-def _sweep(
-    generator: Any,
-    dataset: str | None,
-    caps: str,
-    extensions: str,
-    out: Path,
-    scorer: str,
-    limit: int | None,
+DEFAULT_CAPS = "0,2,4,6,8,10,12,16"
+DEFAULT_EXTENSIONS = "0,1,2,4,6,8"
+#: The demo's parallel-scaling rows (the sweep command adds them only when asked).
+DEMO_SAMPLES = "1,2,4,8"
+
+
+#: The sweep option that gives each kind of setting (the one a bad value is refused as).
+_SETTING_OPTIONS = {
+    "cap": "--caps",
+    "extend": "--extensions",
+    "samples": "--samples",
+    "adaptive": "--thresholds",
+}
+
+
+@dataclass(frozen=True)
+class _SweepPlan:
+    """A sweep's questions, settings and scorer, each checked before any engine starts."""
+
+    pairs: list[Any]
+    settings: list[Any]
+    scorer: Any
+    temperature: float = 0.7
+    seed: int = 0
+
+
+def _plan_sweep(
+    dataset: str | None = None,
+    caps: str = DEFAULT_CAPS,
+    extensions: str = DEFAULT_EXTENSIONS,
+    scorer: str = "exact",
+    limit: int | None = None,
     samples: str = "",
     temperature: float = 0.7,
     seed: int = 0,
     thresholds: list[float] | None = None,
     exits: list[int] | None = None,
     exit_thresholds: list[float] | None = None,
-) -> Any:
-    from s1_integrations.scaling import get_scorer, load_jsonl, run_sweep
-    from s1_integrations.scaling.sweep import settings_for
+) -> _SweepPlan:
+    """Everything the sweep needs that can be wrong, refused by option: an engine takes a
+    minute to start, and a sweep that fails after it has run for an hour wastes that."""
+    from pydantic import ValidationError
+
+    from s1_integrations.scaling import DatasetError, get_scorer, load_jsonl
+    from s1_integrations.scaling.sweep import MAX_ANSWER_TOKENS, check_setting, settings_for
     from s1_integrations.toy import heldout_path
 
-    pairs = load_jsonl(dataset or heldout_path())
-    if limit is not None:
-        pairs = pairs[:limit]
+    try:
+        pairs = load_jsonl(dataset or heldout_path())
+    except DatasetError as e:
+        _refuse("--dataset", str(e))
+    try:
+        score = get_scorer(scorer)
+    except ValueError as e:
+        _refuse("--scorer", str(e).removeprefix("scorer: "))
     settings = settings_for(
         _parse_caps(caps),
-        _parse_ints(extensions),
-        _parse_ints(samples),
+        _parse_ints("--extensions", extensions),
+        _parse_ints("--samples", samples),
         thresholds or (),
         exits or (0,),
         exit_thresholds or (),  # the default threshold
     )
-    with console.status(f"{len(settings)} budget settings x {len(pairs)} questions..."):
+    for setting in settings:
+        try:
+            check_setting(setting, MAX_ANSWER_TOKENS)
+        except ValueError as e:  # a ValidationError is one too
+            why = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
+            _refuse(_SETTING_OPTIONS[setting.kind], f"{setting.value}: {why}")
+    return _SweepPlan(pairs[:limit], settings, score, temperature, seed)
+
+
+def _sweep(generator: Any, plan: _SweepPlan, out: Path) -> Any:
+    from s1_integrations.scaling import run_sweep
+
+    questions, settings = len(plan.pairs), len(plan.settings)
+    with console.status(f"{settings} budget settings x {questions} questions..."):
         return run_sweep(
             generator,
-            pairs,
-            settings,
+            plan.pairs,
+            plan.settings,
             out,
-            scorer=get_scorer(scorer),
+            scorer=plan.scorer,
             progress=not _QUIET,
-            temperature=temperature,
-            seed=seed,
+            temperature=plan.temperature,
+            seed=plan.seed,
         )
-
-
-DEFAULT_CAPS = "0,2,4,6,8,10,12,16"
-DEFAULT_EXTENSIONS = "0,1,2,4,6,8"
-#: The demo's parallel-scaling rows (the sweep command adds them only when asked).
-DEMO_SAMPLES = "1,2,4,8"
 
 
 @app.command()
@@ -390,7 +423,9 @@ def sweep(
     ),
     out: Annotated[Path, typer.Option(help="Folder for results and the plot.")] = Path("out/sweep"),
     scorer: Annotated[str, typer.Option(help="'exact' or 'math' (math-verify).")] = "exact",
-    limit: Annotated[int | None, typer.Option(help="Use only the first N questions.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Use only the first N questions.")
+    ] = None,
     samples: Annotated[
         str,
         typer.Option(help="Comma-separated sample counts: majority-vote rows (parallel scaling)."),
@@ -436,7 +471,6 @@ def sweep(
     """Accuracy against thinking tokens at several caps, extension counts, sample counts and
     adaptive thresholds, with a plot."""
     from s1_integrations.core.adaptive import DEFAULT_EXIT_THRESHOLD, DEFAULT_THRESHOLD
-    from s1_integrations.scaling import DatasetError
 
     options = (
         ("--thresholds", thresholds),
@@ -446,34 +480,30 @@ def sweep(
     for name, value in options:
         if value is not None and not adaptive:
             _refuse(name, "set for the adaptive policy; add --adaptive")
-    try:
-        exits = _parse_ints(exit_after) if exit_after else [0]
-    except ValueError:
-        _refuse("--exit-after", f"{exit_after!r} is not a list of integers")
+    exits = _parse_ints("--exit-after", exit_after) if exit_after else [0]
     if any(e < 0 for e in exits):
         _refuse("--exit-after", f"{min(exits)} is below 0")
     if exit_thresholds is not None and not any(exits):
         _refuse("--exit-thresholds", "set for the early exit; add --exit-after N (N > 0)")
     levels = _thresholds("--thresholds", thresholds, DEFAULT_THRESHOLD) if adaptive else []
     exit_levels = _thresholds("--exit-thresholds", exit_thresholds, DEFAULT_EXIT_THRESHOLD)
+    plan = _plan_sweep(
+        dataset,
+        caps,
+        extensions,
+        scorer,
+        limit,
+        samples,
+        temperature,
+        seed,
+        levels,
+        exits,
+        exit_levels,
+    )
     try:
         with _generator(model, engine_arg) as generator:
-            report = _sweep(
-                generator,
-                dataset,
-                caps,
-                extensions,
-                out,
-                scorer,
-                limit,
-                samples,
-                temperature,
-                seed,
-                levels,
-                exits,
-                exit_levels,
-            )
-    except (DatasetError, ValueError) as e:
+            report = _sweep(generator, plan, out)
+    except ValueError as e:  # what only the engine can say (its max_num_seqs)
         console.print(f"[red]error:[/red] {e}")
         console.print(f"nothing was written to {out}")
         raise typer.Exit(code=2) from None
@@ -504,8 +534,8 @@ def serve(
     Any OpenAI client can then send budgets in plain words in ``vllm_xargs``
     (``max_thinking_tokens``, ``extensions``, ``reasoning_effort``, ...) and gets the
     thinking in the reasoning field: the reasoning parser of the model's thinking format, a
-    chat template that opens the thinking block and, on the CPU, a KV cache size that fits are
-    added unless given (docs/scaling-out.md).
+    chat template that opens the thinking block and, on the CPU, a KV cache size that fits and
+    whole-prompt prefill are added unless given (docs/scaling-out.md).
     """
     import shlex
 

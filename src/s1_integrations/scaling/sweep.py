@@ -25,6 +25,8 @@ from s1_integrations.scaling.data import QAPair
 from s1_integrations.scaling.scoring import Scorer, exact_match
 
 Kind = Literal["cap", "extend", "samples", "adaptive"]
+#: The answer's budget in every setting: room for "The answer is N." and then some.
+MAX_ANSWER_TOKENS = 64
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,18 @@ def settings_for(
     ]
 
 
+def check_setting(
+    setting: SweepSetting, max_answer_tokens: int, max_num_seqs: int | None = None
+) -> ThinkingBudget:
+    """The setting's budget, or the ``ValueError`` running it would raise, before any runs.
+
+    ``max_num_seqs`` is the engine's limit on samples of one prompt (None: not checked).
+    """
+    if setting.kind == "samples":
+        check_samples(setting.value, max_num_seqs)
+    return setting.budget(max_answer_tokens)
+
+
 def _spent(result: BudgetForcedResult) -> tuple[int, int]:
     """Thinking tokens and extensions one question cost, over all its samples."""
     if isinstance(result, VotedResult):
@@ -166,7 +180,7 @@ def run_sweep(
     out_dir: str | Path,
     *,
     scorer: Scorer = exact_match,
-    max_answer_tokens: int = 64,
+    max_answer_tokens: int = MAX_ANSWER_TOKENS,
     progress: bool = True,
     temperature: float = 0.7,
     seed: int = 0,
@@ -180,18 +194,18 @@ def run_sweep(
         raise ValueError("dataset: no questions")
     if not settings:
         raise ValueError("settings: give at least one cap or extension count")
-    for setting in settings:  # every setting checked before the first one runs
-        if setting.kind == "samples":
-            check_samples(setting.value, getattr(generator.engine, "max_num_seqs", None))
+    # every setting checked before the first one runs: a bad one wastes no one's sweep
+    limit = getattr(generator.engine, "max_num_seqs", None)
+    budgets = [check_setting(s, max_answer_tokens, limit) for s in settings]
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
     questions = [q.question for q in dataset]
     rows: list[dict[str, Any]] = []
     summaries: list[SettingSummary] = []
-    for setting in tqdm(settings, desc="budget settings", disable=not progress, unit="setting"):
+    progress_bar = tqdm(settings, desc="budget settings", disable=not progress, unit="setting")
+    for setting, budget in zip(progress_bar, budgets, strict=True):
         started = time.perf_counter()
-        budget = setting.budget(max_answer_tokens)
         if setting.kind == "samples":
             results = generator.generate(
                 questions, budget, n=int(setting.value or 1), temperature=temperature, seed=seed
