@@ -15,7 +15,8 @@ async def main() -> None:
     llm = ChatBudgetForced(engine_args={"dtype": "float32"}, max_thinking_tokens=64)
     prompt = ChatPromptTemplate.from_messages([("human", "What is {a} + {b}?")])
 
-    msg = (prompt | llm).invoke({"a": 4857, "b": 2968}, extensions=1)
+    # A chain hands a call's keywords to its first step only: bind them to the model.
+    msg = (prompt | llm.bind(extensions=1)).invoke({"a": 4857, "b": 2968})
     print("answer:   ", msg.content)
     print("reasoning:", msg.content_blocks[0])
     print("usage:    ", msg.usage_metadata)

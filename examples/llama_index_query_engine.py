@@ -2,11 +2,12 @@
 
     python examples/llama_index_query_engine.py
 
-The toy reasoner only answers "What is A + B?" (anything around the question confuses it) and
-has a 512-token window, so here the documents are addition problems, the embeddings are mock
-ones (a metadata filter does the retrieval), and the QA template hands the retrieved problem
-over as it is. With a real reasoning
-model, pass its path instead and keep LlamaIndex's default templates.
+The toy reasoner only answers "What is A + B?", and LlamaIndex's default query-engine prompts
+(its long QA system prompt and instructions around the question) throw its re-examination
+off: there it answered 473 + 59 with 482 after one Wait. So here the documents are addition
+problems, the embeddings are mock ones (a metadata filter does the retrieval), and the QA
+template hands the retrieved problem over as it is. With a real reasoning model, pass its
+path instead and keep LlamaIndex's default templates.
 
 The query engine's answer is the model's answer alone; the thinking travels in the LLM's
 response as a ``ThinkingBlock``, which this example picks up with LlamaIndex's

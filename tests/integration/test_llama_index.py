@@ -307,9 +307,9 @@ def toy_index() -> VectorStoreIndex:
     return VectorStoreIndex.from_documents(docs, embed_model=MockEmbedding(embed_dim=8))
 
 
-# LlamaIndex's default QA prompts alone are ~475 tokens of the toy's 512-token window, and
-# compact/refine reserve 500 tokens of padding: a small model needs a short template and
-# tree_summarize (simple_summarize would hand the template a Python list as context_str).
+# LlamaIndex's default chat QA prompts (a long system prompt, instructions around the query)
+# throw the toy's arithmetic off: a small model needs a short template, and tree_summarize
+# (simple_summarize would hand the template a Python list as context_str).
 QA_TEMPLATE = PromptTemplate("{context_str}\n{query_str}")
 
 

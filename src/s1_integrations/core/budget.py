@@ -1,4 +1,4 @@
-"""The user-facing budget knobs (SPEC.md, "Knobs")."""
+"""The user-facing budget knobs (docs/budget-forcing.md, "Knobs")."""
 
 from __future__ import annotations
 

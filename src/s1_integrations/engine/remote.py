@@ -2,7 +2,8 @@
 
 The generator talks to it exactly as to the in-process engine (token-id prompts in, token ids
 and log-probabilities out), so results and stream events are the same. Budget forcing runs
-inside the servers when they have the plugin (this package installed beside vLLM, started with
+inside the servers when they have the processor (``s1-integrations serve``, or ``vllm serve``
+with this package installed, ``--logits-processors`` naming the processor and
 ``--logprobs-mode processed_logprobs``); otherwise the generator falls back to the rounds
 strategy over ``/v1/completions``, which any vLLM server can serve. The wire format itself
 (request bodies, server-sent events, errors) is ``wire.py``; nothing here needs vLLM.
@@ -179,9 +180,11 @@ class RemoteEngine(LoopBridge):
         if cfg.forcing == "plugin" and not self.forcing_in_engine:
             lacking = [s.url for s in self.servers if not s.forcing]
             raise EngineError(
-                f"{', '.join(lacking)}: no budget forcing in the server. Install "
-                "s1-integrations beside vLLM there and start it with --logprobs-mode "
-                "processed_logprobs, or pass forcing='auto' to fall back to rounds"
+                f"{', '.join(lacking)}: no budget forcing in the server. Start it with "
+                "`s1-integrations serve`, or install s1-integrations beside vLLM there and "
+                "give `vllm serve` the processor with --logits-processors and --logprobs-mode "
+                "processed_logprobs (docs/scaling-out.md); or pass forcing='auto' to fall back "
+                "to rounds"
             )
         if not self.forcing_in_engine and cfg.forcing == "auto":
             logger.warning(
