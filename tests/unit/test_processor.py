@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import sys
 from types import SimpleNamespace
 from typing import Any
@@ -617,3 +618,57 @@ def test_settings_that_skip_logits_processors_are_refused(
     assert info.value.setting == setting
     assert isinstance(info.value, ValueError)
     refuse_config_without_processors(engine_config(), on_tpu=False)  # the usual case passes
+
+
+@pytest.mark.parametrize(
+    ("cut", "expected"),
+    [
+        ({}, 0.4),  # no truncation: the model's own 0.4
+        ({"top_k": 1}, 0.0),  # END is not the top-1: vLLM would never draw it
+        ({"top_k": 2}, 0.4),
+        ({"top_p": 0.5}, 0.0),  # 0.6 alone covers 0.5
+        ({"top_p": 0.7}, 0.4),
+        ({"min_p": 0.7}, 0.0),  # 0.4 < 0.7 x 0.6
+        ({"min_p": 0.5}, 0.4),
+    ],
+)
+def test_sampling_draws_the_stop_from_the_distribution_vllm_samples(
+    cut: dict[str, float], expected: float
+) -> None:
+    """Under top-k, top-p and min-p an attempt happens as often as vLLM's sampler, which cuts
+    the distribution after the processors, would draw END: never where the cut drops it."""
+    attempts = 0
+    trials = 400
+    for seed in range(trials):
+        proc = processor()
+        p = params(temperature=1.0, extensions=1)
+        p.seed = seed
+        for name, value in cut.items():
+            setattr(p, name, value)
+        proc.update_state(update(added=[(0, p, None, [])], size=1))
+        logits = torch.full((1, V), NEG)
+        logits[0, A], logits[0, END] = math.log(0.6), math.log(0.4)
+        row = proc.apply(logits)[0]
+        if forced_token(row) == WAIT:
+            attempts += 1
+        else:
+            assert forced_token(row) == A  # END masked: A is all that is left
+    assert abs(attempts / trials - expected) < 0.06, attempts
+
+
+def test_the_stop_probability_cuts_as_vllms_sampler_does() -> None:
+    """The same cut as vLLM's own top-k/top-p and min-p code, on a random distribution."""
+    from vllm.v1.sample.ops.topk_topp_sampler import apply_top_k_top_p_pytorch
+
+    from s1_integrations.engine.processor import Truncation, stop_probability
+
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        logits = torch.randn(1, 64, generator=generator) * 3
+        k = int(torch.randint(1, 64, (1,), generator=generator))
+        top_p = float(torch.rand(1, generator=generator))
+        cut = apply_top_k_top_p_pytorch(logits.clone(), torch.tensor([k]), torch.tensor([top_p]))
+        vllm_probs = torch.softmax(cut, dim=-1)[0]
+        stops = [int(i) for i in torch.randint(0, 64, (3,), generator=generator).unique()]
+        ours = stop_probability(torch.softmax(logits, -1)[0], stops, Truncation(0.0, k, top_p))
+        assert ours == pytest.approx(float(vllm_probs[stops].sum()), abs=1e-5)

@@ -120,6 +120,43 @@ class _Decisions:
         return self._values[j]
 
 
+@dataclass(frozen=True)
+class Truncation:
+    """A sampled request's min-p, top-k and top-p: vLLM's sampler cuts the distribution with
+    them after the logits processors, so the processor's own draw must cut it the same way."""
+
+    min_p: float = 0.0
+    top_k: int = 0  # 0 (or below): none
+    top_p: float = 1.0
+
+    @classmethod
+    def of(cls, params: SamplingParams) -> Truncation | None:
+        """``params``' truncation, or ``None`` where the request has none."""
+        cut = cls(params.min_p or 0.0, max(params.top_k or 0, 0), params.top_p)
+        return None if cut == cls() else cut
+
+
+def stop_probability(probs: torch.Tensor, stop_ids: Sequence[int], cut: Truncation) -> float:
+    """The chance vLLM's sampler draws one of ``stop_ids`` from ``probs`` (one row, at the
+    request's temperature) once ``cut`` has truncated it, in vLLM's order: min-p (an
+    argmax-invariant processor), then top-k (ties with the k-th kept), then top-p (over what
+    top-k kept, the smallest tokens dropped while their sum stays within 1 - p, the largest
+    always kept).
+    """
+    keep = probs
+    if cut.min_p > 0.0:
+        keep = torch.where(keep >= cut.min_p * keep.max(), keep, 0.0)
+    if 0 < cut.top_k < keep.numel():
+        kth = torch.topk(keep, cut.top_k).values[-1]
+        keep = torch.where(keep >= kth, keep, 0.0)
+    if cut.top_p < 1.0:
+        ordered, order = torch.sort(keep / keep.sum())
+        drop = torch.cumsum(ordered, dim=0) <= 1.0 - cut.top_p
+        drop[-1] = False
+        keep = keep.index_fill(0, order[drop], 0.0)
+    return float(keep[list(stop_ids)].sum() / keep.sum())
+
+
 @dataclass
 class _Request:
     state: ForcingState
@@ -127,6 +164,7 @@ class _Request:
     consumed: int
     temperature: float
     rng: random.Random
+    truncation: Truncation | None = None  # a sampled row's min-p, top-k, top-p
     decided: tuple[_Decisions, int] | None = None  # an attempt decided but not yet read
     top1: tuple[_Decisions, int] | None = None  # the step's top-1 log-probability, unread
     record: Attempts | None = None  # where asked for, each attempt replaced (records.py)
@@ -229,6 +267,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 consumed=0,
                 temperature=params.temperature,
                 rng=random.Random(seed),
+                truncation=Truncation.of(params),
                 record=self._new_record((params.extra_args or {}).get(RECORD_KEY)),
             )
         for a, b, direction in update.moved:
@@ -472,8 +511,12 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             ).unsqueeze(1)
             probs = torch.softmax(sub / temps, dim=-1)
             for j, k in enumerate(sampled):
-                stop_ids = list(deciding[k][1].state.plan.end_attempt_ids)
-                p_stop[k] = float(probs[j, stop_ids].sum())
+                request = deciding[k][1]
+                stop_ids = list(request.state.plan.end_attempt_ids)
+                if request.truncation is None:
+                    p_stop[k] = float(probs[j, stop_ids].sum())
+                else:
+                    p_stop[k] = stop_probability(probs[j], stop_ids, request.truncation)
         mask_rows: list[int] = []
         mask_tokens: list[int] = []
         for k, (index, request) in enumerate(deciding):
