@@ -684,3 +684,50 @@ def test_a_remote_setting_refuses_a_boolean_naming_the_field(field: str) -> None
     with pytest.raises(ValidationError, match=rf"{field}\n.*true is not a number"):
         RemoteConfig(base_urls="http://127.0.0.1:8000", **{field: True})
     assert getattr(RemoteConfig(base_urls="http://127.0.0.1:8000", **{field: "2"}), field) == 2
+
+
+#: Per setting, a value other than the default (and what it needs beside it, on both sides).
+CACHE_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "max_thinking_tokens": ({}, {"max_thinking_tokens": 8}),
+    "min_thinking_tokens": ({}, {"min_thinking_tokens": 2}),
+    "extensions": ({}, {"extensions": 1}),
+    "extension_phrases": ({}, {"extension_phrases": ["Hmm"]}),
+    "conclusion": ({}, {"conclusion": "So"}),
+    "max_answer_tokens": ({}, {"max_answer_tokens": 9}),
+    "soft_landing_tokens": ({"max_thinking_tokens": 64}, {"soft_landing_tokens": 8}),
+    "adaptive": ({}, {"adaptive": {}}),
+    "reasoning_effort": ({}, {"reasoning_effort": "low"}),
+    "reasoning": ({}, {"reasoning": False}),
+    "thinking": ({}, {"thinking": False}),
+    "thinking_dict": ({}, {"thinking_dict": {"type": "enabled", "budget_tokens": 64}}),
+    "thinking_budget": ({}, {"thinking_budget": 64}),
+    "max_tokens": ({}, {"max_tokens": 9}),
+    "temperature": ({}, {"temperature": 0.5}),
+    "top_p": ({"temperature": 0.5}, {"top_p": 0.9}),
+    "top_k": ({"temperature": 0.5}, {"top_k": 3}),
+    "seed": ({}, {"seed": 3}),
+    "stop": ({}, {"stop": ["Q:"]}),
+    "strategy": ({}, {"strategy": "rounds"}),
+    "n": ({"temperature": 0.5}, {"n": 2}),
+    "vote": ({}, {"vote": "confidence"}),
+    "effort_table": ({}, {"effort_table": {"low": {"max_thinking_tokens": 64}}}),
+    "keep_reasoning": ({}, {"keep_reasoning": True}),
+}
+
+
+def test_langchain_caches_models_that_differ_in_any_setting_apart() -> None:
+    """LangChain's cache keys answers by the model's identifying params and the call's
+    keywords: a setting missing there would hand one model another's cached answers."""
+    assert set(CACHE_CASES) == set(AdapterSettings.model_fields)  # a new field joins here
+    for field, (base, changed) in CACHE_CASES.items():
+        one = ChatBudgetForced(model=TOY, **base)
+        other = ChatBudgetForced(model=TOY, **base, **changed)
+        assert one._get_llm_string() != other._get_llm_string(), field
+        assert one._get_llm_string() == ChatBudgetForced(model=TOY, **base)._get_llm_string()
+    engines = [ChatBudgetForced(model=TOY, engine_args={"dtype": d}) for d in ("float32", "auto")]
+    assert engines[0]._get_llm_string() != engines[1]._get_llm_string()
+    # the model's stop survives a call's (LangChain writes the call's over "stop")
+    stopped = ChatBudgetForced(model=TOY, stop=["Q:"])
+    assert stopped._get_llm_string(stop=["A:"]) != ChatBudgetForced(model=TOY)._get_llm_string(
+        stop=["A:"]
+    )

@@ -433,15 +433,18 @@ class ChatBudgetForced(BaseChatModel, AdapterSettings):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {
+        """Every setting that shapes the output. LangChain's cache keys its entries by these
+        (and the call's keywords), so two models that differ in any one never share answers."""
+        params: dict[str, Any] = {
             "model": self.model_name,
-            "strategy": self.strategy,
-            "temperature": self.temperature,
-            **{
-                k: v.model_dump() if isinstance(v, BaseModel) else v
-                for k, v in self.model_settings().items()
-            },
+            "engine_args": self.engine_args,
+            **{name: getattr(self, name) for name in AdapterSettings.model_fields},
         }
+        # LangChain writes the call's stop over "stop": the model's own is kept apart
+        params["model_stop"] = params.pop("stop")
+        if self._generator is not None:  # fields left unset take its default budget
+            params["default_budget"] = self._generator.default_budget
+        return {k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in params.items()}
 
     @property
     def model_name(self) -> str:
