@@ -731,3 +731,25 @@ def test_langchain_caches_models_that_differ_in_any_setting_apart() -> None:
     assert stopped._get_llm_string(stop=["A:"]) != ChatBudgetForced(model=TOY)._get_llm_string(
         stop=["A:"]
     )
+
+
+def test_one_setting_given_twice_or_never_applied_is_refused() -> None:
+    """Each would otherwise keep one value, or none, without a word."""
+    for cls in ADAPTERS:
+        with pytest.raises(ValidationError, match="stop and stop_sequences are one setting"):
+            cls(model=TOY, stop=["a"], stop_sequences=["b"])
+        assert cls(model=TOY, stop_sequences=["b"]).stop == ("b",)
+    from llama_index.core import PromptTemplate
+
+    for refused in ("messages_to_prompt", "query_wrapper_prompt"):
+        value = PromptTemplate("WRAP {query_str}") if refused == "query_wrapper_prompt" else str
+        with pytest.raises(TypeError, match=f"got {refused}.*drop {refused}"):
+            BudgetForcedLLM(model=TOY, **{refused: value})
+
+
+def test_a_fleet_setting_that_one_value_would_override_is_refused() -> None:
+    with pytest.raises(ValidationError, match=r"http://h:1 given twice"):
+        RemoteConfig(base_urls=["http://h:1", "http://h:1/v1/", "http://h:2"])
+    with pytest.raises(ValidationError, match="backoff_s 10 exceeds max_backoff_s 1"):
+        RemoteConfig(base_urls="http://h:1", backoff_s=10, max_backoff_s=1)
+    assert RemoteConfig(base_urls="http://h:1", backoff_s=0, max_backoff_s=0).max_backoff_s == 0

@@ -334,6 +334,12 @@ class BudgetForcedLLM(FunctionCallingLLM, AdapterSettings):
                 "BudgetForcedLLM() got messages_to_prompt, but it renders chats with the "
                 "model's own chat template; drop messages_to_prompt"
             )
+        if data.get("query_wrapper_prompt") is not None:  # LlamaIndex applies it off chat only
+            raise TypeError(
+                "BudgetForcedLLM() got query_wrapper_prompt, which LlamaIndex applies only to "
+                "completion models, and this one is a chat model (its chat template wraps "
+                "each query); drop query_wrapper_prompt"
+            )
         super().__init__(**data)
         if generator is not None and (self.model is not None or self.engine_args):
             raise ValueError("pass either generator= or model= with engine_args, not both")

@@ -19,6 +19,7 @@ from pydantic import (
     ValidationError,
     create_model,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 
@@ -160,6 +161,14 @@ class AdapterSettings(_SettingsBase):
         max_answer_tokens: int | None
         max_thinking_tokens: int | None
         max_tokens: int | None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_for_stop(cls, data: Any) -> Any:
+        """``stop`` and ``stop_sequences`` are one field: given both, pydantic would keep one."""
+        if isinstance(data, dict) and "stop" in data and "stop_sequences" in data:
+            raise ValueError("stop and stop_sequences are one setting under two names; give one")
+        return data
 
     @field_validator(*BUDGET_FIELDS, mode="before")
     @classmethod

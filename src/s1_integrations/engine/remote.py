@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from s1_integrations.core.backend import Chunk, GenerationRequest
 from s1_integrations.core.forcing import EXTRA_ARGS_KEY, ForcingPlan
@@ -87,7 +87,19 @@ class RemoteConfig(BaseModel):
                 raise ValueError(f"{url!r} is not an http(s) URL")
             url = url.rstrip("/")
             out.append(url[: -len("/v1")] if url.endswith("/v1") else url)
+        twice = sorted({url for url in out if out.count(url) > 1})
+        if twice:  # it would take a double share of requests, and retries would go back to it
+            raise ValueError(f"{', '.join(twice)} given twice; give each server once")
         return tuple(out)
+
+    @model_validator(mode="after")
+    def _backoff_within_its_cap(self) -> RemoteConfig:
+        if self.backoff_s > self.max_backoff_s:
+            raise ValueError(
+                f"backoff_s {self.backoff_s:g} exceeds max_backoff_s {self.max_backoff_s:g}, "
+                "which would cut every wait to the cap"
+            )
+        return self
 
 
 @dataclass
