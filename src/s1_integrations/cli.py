@@ -431,9 +431,12 @@ def sweep(
         typer.Option(help="Comma-separated sample counts: majority-vote rows (parallel scaling)."),
     ] = "",
     temperature: Annotated[
-        float, typer.Option(min=0.0, help="Sampling temperature of the --samples rows.")
-    ] = 0.7,
-    seed: Annotated[int, typer.Option(help="Seed of the --samples rows.")] = 0,
+        float | None,
+        typer.Option(min=0.0, help="Sampling temperature of the --samples rows (default 0.7)."),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the --samples rows (default 0).")
+    ] = None,
     adaptive: Annotated[
         bool,
         typer.Option(
@@ -480,6 +483,9 @@ def sweep(
     for name, value in options:
         if value is not None and not adaptive:
             _refuse(name, "set for the adaptive policy; add --adaptive")
+    for name, given in (("--temperature", temperature), ("--seed", seed)):
+        if given is not None and not samples.strip():  # the other rows decode greedily
+            _refuse(name, "set for the --samples rows; add --samples")
     exits = _parse_ints("--exit-after", exit_after) if exit_after else [0]
     if any(e < 0 for e in exits):
         _refuse("--exit-after", f"{min(exits)} is below 0")
@@ -494,8 +500,8 @@ def sweep(
         scorer,
         limit,
         samples,
-        temperature,
-        seed,
+        0.7 if temperature is None else temperature,
+        0 if seed is None else seed,
         levels,
         exits,
         exit_levels,

@@ -51,6 +51,8 @@ def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--scorer", "fuzzy"], "--scorer: 'fuzzy' is not 'exact' or 'math'"),
         (["--dataset", "/nonexistent/qa.jsonl"], "--dataset: /nonexistent/qa.jsonl: no such file"),
         (["--limit", "0"], "Invalid value for '--limit'"),
+        (["--temperature", "0.3"], "--temperature: set for the --samples rows; add --samples"),
+        (["--seed", "5"], "--seed: set for the --samples rows; add --samples"),
     ],
 )
 def test_bad_options_are_refused_by_name(no_engine: None, args: list[str], message: str) -> None:
