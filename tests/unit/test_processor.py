@@ -151,6 +151,11 @@ def test_validate_params_rejects_bad_settings() -> None:
             SamplingParams(extra_args={EXTRA_ARGS_KEY: multi.to_extra_args()})
         )
     BudgetForcingLogitsProcessor.validate_params(SamplingParams())
+    endless = params(max_answer=4)
+    endless.ignore_eos = True
+    with pytest.raises(ValueError, match="ignore_eos: the budget in s1_budget ends the answer"):
+        BudgetForcingLogitsProcessor.validate_params(endless)
+    BudgetForcingLogitsProcessor.validate_params(SamplingParams(ignore_eos=True))  # no budget
 
 
 def test_a_mixed_batch_decides_each_row_by_its_own_rules() -> None:

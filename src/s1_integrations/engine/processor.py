@@ -241,6 +241,14 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             )
         if sampling_params.n != 1:
             raise ValueError(f"{EXTRA_ARGS_KEY}: budget forcing supports n=1 only")
+        if sampling_params.ignore_eos:
+            # The budget ends the answer with an end of sequence (at its cap, or the model's
+            # own), after which the processor lets the row be: vLLM would write on past it,
+            # past the answer cap and the delimiter bans.
+            raise ValueError(
+                f"ignore_eos: the budget in {EXTRA_ARGS_KEY} ends the answer at an end of "
+                "sequence, which ignore_eos would write past; drop ignore_eos"
+            )
 
     def is_argmax_invariant(self) -> bool:
         return False  # forcing and suppression change the greedy choice
