@@ -49,6 +49,10 @@ def completion_body(request: GenerationRequest, model: str) -> dict[str, Any]:
         body["bad_words"] = list(request.bad_words)
     if request.logprobs is not None:
         body["logprobs"] = request.logprobs
+        if request.top1:
+            # The step's top-1 is the largest of its top log-probabilities (the sampled
+            # token's among them), keyed by token id so that no two tokens share a key.
+            body["return_tokens_as_token_ids"] = True
     if request.forcing is not None:
         # vllm_xargs carries only scalars and flat lists: the plan travels as one JSON string.
         forcing = request.forcing
@@ -90,9 +94,9 @@ def read_event(url: str, line: str) -> dict[str, Any] | str | None:
 def parse_choice(payload: dict[str, Any], request: GenerationRequest) -> Chunk:
     """One server-sent event as a chunk.
 
-    A server reports only the sampled token's log-probability in ``token_logprobs``, so
-    its top-1 is the sampled token's (the top-1 only under greedy decoding; the generator
-    refuses what would need more, see ``Backend.reports_top1``).
+    ``token_logprobs`` holds the sampled tokens' log-probabilities; where the request asks
+    for each step's top-1, it is the largest of the step's ``top_logprobs`` (the sampled
+    token's and the most likely one's), which differs from the sampled one's under sampling.
     """
     choice = payload["choices"][0]
     ids = [int(t) for t in choice.get("token_ids") or []]
@@ -103,7 +107,10 @@ def parse_choice(payload: dict[str, Any], request: GenerationRequest) -> Chunk:
             raise EngineError("the server returned log-probabilities that do not match tokens")
         chunk.logprobs = [float(v) for v in values]
         if request.top1:
-            chunk.top1 = [math.exp(v) for v in chunk.logprobs]
+            tops = (choice.get("logprobs") or {}).get("top_logprobs") or []
+            if len(tops) != len(ids) or not all(tops):
+                raise EngineError("the server returned top log-probabilities that do not match")
+            chunk.top1 = [math.exp(max(float(v) for v in top.values())) for top in tops]
     return chunk
 
 
