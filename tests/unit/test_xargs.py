@@ -144,6 +144,9 @@ def test_no_keys_of_ours_is_left_alone(builder: PlanBuilder) -> None:
         ({"reasoning_effort": "none", "max_thinking_tokens": 5}, "reasoning_effort='none' means"),
         ({"max_thinking_tokens": 8, "s1_budget": "{}"}, "both give a budget"),
         ({"adaptive_treshold": 0.3}, "did you mean 'adaptive_threshold'"),
+        # the early exit's fields are adaptive_exit_*; Anthropic's budget_tokens is not ours
+        ({"adaptive": True, "exit_after": 8}, r"unexpected key \['exit_after'\]"),
+        ({"budget_tokens": 100}, r"unexpected key \['budget_tokens'\]"),
         ({"adaptive_threshold": 1.5}, r"vllm_xargs\.adaptive_threshold: .*less than or equal"),
         ({"adaptive_signal": "entropy"}, r"vllm_xargs\.adaptive_signal: unknown signal"),
         ({"adaptive_max_extensions": -1}, r"vllm_xargs\.adaptive_max_extensions: .*greater"),
@@ -185,6 +188,9 @@ def test_keys_that_look_like_ours() -> None:
         "effort",
         "extensionz",
         "adaptive_x",
+        "exit_after",
+        "exit_threshold",
+        "budget_tokens",
     ):
         assert looks_like_ours(key), key
     for key in ("session_id", "kv_transfer_params", "ec_transfer_params", "my_processor_k"):

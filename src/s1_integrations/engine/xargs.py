@@ -68,6 +68,9 @@ _OUR_WORDS = (
     "landing",
     "answer_token",
     "adaptive",
+    "exit_after",  # the early exit's fields without their adaptive_ prefix
+    "exit_threshold",
+    "budget_tokens",  # Anthropic's name for a thinking budget
 )
 
 TOKENIZER_ENV = "S1_SERVED_TOKENIZER"
