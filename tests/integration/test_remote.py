@@ -173,6 +173,25 @@ def test_an_adaptive_policy_travels_to_the_server_and_decides_there(
         assert r.extension_signals == pytest.approx(mine.extension_signals, abs=1e-5)
 
 
+def test_a_sampled_adaptive_output_reports_the_processors_signals_through_a_server(
+    remote: BudgetForcedGenerator, generator: Any
+) -> None:
+    """Under sampling the sampled token is often not the most likely one: the signals a
+    server's output reports are read off each step's top-1 (the largest of its top
+    log-probabilities), and equal those the in-process processor recorded."""
+    budget = ThinkingBudget(adaptive={"threshold": 0.9})  # type: ignore[arg-type]
+    questions = QUESTIONS * 2
+    sampling = {"temperature": 0.8, "seed": 7}
+    ours = remote.generate(questions, budget, **sampling)
+    local = generator.generate(questions, budget, **sampling)
+    assert [r.token_ids for r in ours] == [r.token_ids for r in local]
+    assert any(r.extension_signals for r in local), [r.extension_signals for r in local]
+    for r, mine in zip(ours, local, strict=True):
+        assert r.extension_signals == pytest.approx(mine.extension_signals, abs=1e-5)
+        assert r.thinking_end_signal == pytest.approx(mine.thinking_end_signal, abs=1e-5)
+        assert r.thinking_ended_by == mine.thinking_ended_by
+
+
 def test_adaptive_rounds_on_a_server_without_the_processor_are_refused(
     fallback: BudgetForcedGenerator,
 ) -> None:
@@ -561,7 +580,16 @@ def test_a_killed_server_fails_pending_and_later_calls_and_the_fleet_carries_on(
             seen.append((time.monotonic(), event))
             streaming.set()
 
-    running: list[float] = []
+    running: list[float] = []  # what /metrics said, in order: says what happened if this fails
+
+    def all_generating(workers: list[threading.Thread]) -> bool:
+        """Whether the server ran the batch and the stream all at once before one finished."""
+        while all(worker.is_alive() for worker in workers):
+            running.append(doomed.metric("vllm:num_requests_running"))
+            if running[-1] == len(batch) + 1:
+                return True
+        return False
+
     for _ in range(5):
         seen.clear()
         streaming.clear()
@@ -572,10 +600,9 @@ def test_a_killed_server_fails_pending_and_later_calls_and_the_fleet_carries_on(
         for worker in workers:
             worker.start()
         assert streaming.wait(timeout=120)
-        running.append(doomed.metric("vllm:num_requests_running"))
-        if running[-1] == len(batch) + 1:
+        if all_generating(workers):
             break  # all still generating, the stream included: the kill lands mid-request
-        # The server finished some before /metrics answered: that run proves nothing.
+        # One finished before /metrics counted them all: that run proves nothing.
         for worker in workers:
             worker.join(timeout=300)
         assert not errors, errors
