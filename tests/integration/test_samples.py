@@ -239,3 +239,22 @@ def test_seeds_are_refused_where_the_engine_cannot_honour_them(generator, monkey
     assert generator.engine.num_unfinished_requests() == 0
     (r,) = generator.generate(HARD, None, temperature=0.5)  # unseeded sampling still runs
     assert r.thinking_ended_by == "model"
+
+
+def test_a_vote_for_one_sample_is_refused(generator) -> None:
+    """One sample has nothing to vote over: a vote or normaliser given with n=1 would be
+    silently dropped, so it is refused before the engine, in the generator and per call."""
+    from s1_integrations import BudgetForcedLLM, ChatBudgetForced
+
+    for call in (
+        lambda: generator.generate(HARD, None, vote="confidence"),
+        lambda: generator.generate(HARD, None, n=1, vote="majority"),
+        lambda: generator.generate(HARD, None, normalise=str.lower),
+        lambda: ChatBudgetForced(generator=generator).invoke(HARD, vote="confidence"),
+        lambda: BudgetForcedLLM(generator=generator).complete(HARD, vote="majority"),
+    ):
+        with pytest.raises(ValueError, match=r"(vote|normalise): one sample \(n=1\) has no vote"):
+            call()
+    assert generator.engine.num_unfinished_requests() == 0
+    voting = ChatBudgetForced(generator=generator, vote="confidence")  # waits for a call's n
+    assert voting.invoke(HARD, n=1).content

@@ -204,7 +204,7 @@ class BudgetForcedGenerator:
         strategy: Strategy | None = None,
         tools: Sequence[dict[str, Any]] | None = None,
         n: int = 1,
-        vote: str = "majority",
+        vote: str | None = None,
         normalise: Normaliser | None = None,
         **sampling: Any,
     ) -> list[BudgetForcedResult]:
@@ -212,9 +212,10 @@ class BudgetForcedGenerator:
 
         With ``n`` > 1 every prompt is sampled n times, each sample budget-forced on its own,
         and its result is a :class:`VotedResult`: the winning sample's fields plus every
-        sample and the vote (``majority``, ``shortest_majority`` or ``confidence``), over
-        answers compared after ``normalise`` (by default the text after "answer is", case and
-        edge punctuation ignored). Sampling is greedy unless ``temperature`` says otherwise.
+        sample and the vote (``majority``, the default, ``shortest_majority`` or
+        ``confidence``), over answers compared after ``normalise`` (by default the text after
+        "answer is", case and edge punctuation ignored); with one sample, ``vote`` and
+        ``normalise`` are refused. Sampling is greedy unless ``temperature`` says otherwise.
         """
         options, items, fan = self._request(
             prompts, budget, strategy, tools, n, vote, sampling, normalise
@@ -229,7 +230,7 @@ class BudgetForcedGenerator:
         strategy: Strategy | None = None,
         tools: Sequence[dict[str, Any]] | None = None,
         n: int = 1,
-        vote: str = "majority",
+        vote: str | None = None,
         normalise: Normaliser | None = None,
         **sampling: Any,
     ) -> list[BudgetForcedResult]:
@@ -247,7 +248,7 @@ class BudgetForcedGenerator:
         strategy: Strategy | None,
         tools: Sequence[dict[str, Any]] | None,
         n: int,
-        method: str,
+        method: str | None,
         sampling: dict[str, Any],
         normalise: Normaliser | None = None,
     ) -> tuple[
@@ -257,7 +258,10 @@ class BudgetForcedGenerator:
     ]:
         """Everything checked and prepared, plus how to turn the engine's results into ours."""
         n = check_samples(n, self.engine.max_num_seqs)
-        method = check_method(method)
+        if n == 1 and (method is not None or normalise is not None):
+            given = "vote" if method is not None else "normalise"
+            raise ValueError(f"{given}: one sample (n=1) has no vote; give n > 1 samples")
+        method = check_method(method or "majority")
         normaliser = check_normaliser(normalise)
         options = _options(sampling, tools)
         self._check_seed(options)

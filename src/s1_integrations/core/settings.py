@@ -231,6 +231,8 @@ class AdapterSettings(_SettingsBase):
         options = {"strategy": call.get("strategy", self.strategy), **sampling}
         n, vote = call.get("n", self.n), call.get("vote", self.vote)
         check_samples(n, None)  # the engine's own limit is the generator's to check
+        if n == 1 and "vote" in call:  # the model's own vote waits for a call's n
+            raise ValueError("vote: one sample (n=1) has no vote; give n > 1 samples")
         check_method(vote)
         if n != 1:  # one sample is what every path, streams included, does without asking
             options.update(n=n, vote=vote)
