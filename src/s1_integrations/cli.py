@@ -342,8 +342,8 @@ class _SweepPlan:
     pairs: list[Any]
     settings: list[Any]
     scorer: Any
-    temperature: float = 0.7
-    seed: int = 0
+    #: The --samples rows' temperature and seed where given (run_sweep's defaults otherwise).
+    sampling: dict[str, Any]
 
 
 def _plan_sweep(
@@ -353,8 +353,8 @@ def _plan_sweep(
     scorer: str = "exact",
     limit: int | None = None,
     samples: str = "",
-    temperature: float = 0.7,
-    seed: int = 0,
+    temperature: float | None = None,
+    seed: int | None = None,
     thresholds: list[float] | None = None,
     exits: list[int] | None = None,
     exit_thresholds: list[float] | None = None,
@@ -389,7 +389,9 @@ def _plan_sweep(
         except ValueError as e:  # a ValidationError is one too
             why = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
             _refuse(_SETTING_OPTIONS[setting.kind], f"{setting.value}: {why}")
-    return _SweepPlan(pairs[:limit], settings, score, temperature, seed)
+    sampling = {"temperature": temperature, "seed": seed}
+    given = {name: value for name, value in sampling.items() if value is not None}
+    return _SweepPlan(pairs[:limit], settings, score, given)
 
 
 def _sweep(generator: Any, plan: _SweepPlan, out: Path) -> Any:
@@ -404,8 +406,7 @@ def _sweep(generator: Any, plan: _SweepPlan, out: Path) -> Any:
             out,
             scorer=plan.scorer,
             progress=not _QUIET,
-            temperature=plan.temperature,
-            seed=plan.seed,
+            **plan.sampling,
         )
 
 
@@ -500,8 +501,8 @@ def sweep(
         scorer,
         limit,
         samples,
-        0.7 if temperature is None else temperature,
-        0 if seed is None else seed,
+        temperature,
+        seed,
         levels,
         exits,
         exit_levels,

@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import math
 import sys
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -121,18 +122,26 @@ def test_removal_forgets_the_request() -> None:
     assert proc.requests == {}
 
 
-def test_sampling_extends_with_the_models_stop_probability() -> None:
-    """Under sampling, an attempt happens with the probability of END+EOS at the temperature."""
-    attempts = 0
-    trials = 400
+def sampled_rows(logits: torch.Tensor, trials: int, **cut: float) -> Iterator[torch.Tensor]:
+    """The processed row of one sampled request with one extension (and the ``cut``: top_k,
+    top_p, min_p), seeded 0 to ``trials - 1``, each on a fresh processor."""
     for seed in range(trials):
         proc = processor()
         p = params(temperature=1.0, extensions=1)
         p.seed = seed
+        for name, value in cut.items():
+            setattr(p, name, value)
         proc.update_state(update(added=[(0, p, None, [])], size=1))
-        logits = torch.zeros(1, V)
-        logits[0, END] = 2.0  # p(END) = e^2 / (e^2 + 15) ~ 0.33
-        row = proc.apply(logits)[0]
+        yield proc.apply(logits.clone())[0]
+
+
+def test_sampling_extends_with_the_models_stop_probability() -> None:
+    """Under sampling, an attempt happens with the probability of END+EOS at the temperature."""
+    attempts = 0
+    trials = 400
+    logits = torch.zeros(1, V)
+    logits[0, END] = 2.0  # p(END) = e^2 / (e^2 + 15) ~ 0.33
+    for row in sampled_rows(logits, trials):
         if forced_token(row) == WAIT:
             attempts += 1
         else:
@@ -644,16 +653,9 @@ def test_sampling_draws_the_stop_from_the_distribution_vllm_samples(
     the distribution after the processors, would draw END: never where the cut drops it."""
     attempts = 0
     trials = 400
-    for seed in range(trials):
-        proc = processor()
-        p = params(temperature=1.0, extensions=1)
-        p.seed = seed
-        for name, value in cut.items():
-            setattr(p, name, value)
-        proc.update_state(update(added=[(0, p, None, [])], size=1))
-        logits = torch.full((1, V), NEG)
-        logits[0, A], logits[0, END] = math.log(0.6), math.log(0.4)
-        row = proc.apply(logits)[0]
+    logits = torch.full((1, V), NEG)
+    logits[0, A], logits[0, END] = math.log(0.6), math.log(0.4)
+    for row in sampled_rows(logits, trials, **cut):
         if forced_token(row) == WAIT:
             attempts += 1
         else:
@@ -662,7 +664,8 @@ def test_sampling_draws_the_stop_from_the_distribution_vllm_samples(
 
 
 def test_the_stop_probability_cuts_as_vllms_sampler_does() -> None:
-    """The same cut as vLLM's own top-k/top-p and min-p code, on a random distribution."""
+    """The same cut as vLLM's own top-k/top-p code, on random distributions (min-p, a
+    processor of vLLM's own, is checked by the attempt rates above)."""
     from vllm.v1.sample.ops.topk_topp_sampler import apply_top_k_top_p_pytorch
 
     from s1_integrations.engine.processor import Truncation, stop_probability

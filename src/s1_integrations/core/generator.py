@@ -26,7 +26,13 @@ from s1_integrations.core.results import (
     StreamEvent,
 )
 from s1_integrations.core.rounds import Rounds
-from s1_integrations.core.samples import aggregate, check_normaliser, check_samples, fan_out
+from s1_integrations.core.samples import (
+    aggregate,
+    check_normaliser,
+    check_samples,
+    fan_out,
+    refuse_a_lone_vote,
+)
 from s1_integrations.core.sampling import SamplingOptions
 from s1_integrations.core.single_pass import SinglePass
 from s1_integrations.core.strategy import Tagged, merged
@@ -258,9 +264,8 @@ class BudgetForcedGenerator:
     ]:
         """Everything checked and prepared, plus how to turn the engine's results into ours."""
         n = check_samples(n, self.engine.max_num_seqs)
-        if n == 1 and (method is not None or normalise is not None):
-            given = "vote" if method is not None else "normalise"
-            raise ValueError(f"{given}: one sample (n=1) has no vote; give n > 1 samples")
+        refuse_a_lone_vote(n, "vote" if method is not None else None)
+        refuse_a_lone_vote(n, "normalise" if normalise is not None else None)
         method = check_method(method or "majority")
         normaliser = check_normaliser(normalise)
         options = _options(sampling, tools)

@@ -35,6 +35,13 @@ def check_samples(n: object, limit: int | None) -> int:
     return n
 
 
+def refuse_a_lone_vote(n: int, given: str | None) -> None:
+    """One sample has nothing to vote over: a vote setting ``given`` with ``n=1`` would be
+    dropped, so it is refused, naming it."""
+    if n == 1 and given is not None:
+        raise ValueError(f"{given}: one sample (n=1) has no vote; give n > 1 samples")
+
+
 def check_normaliser(normalise: Callable[[str], str] | None) -> Normaliser:
     if normalise is None:
         return normalise_answer

@@ -35,7 +35,7 @@ from s1_integrations.core.knobs import (
 )
 from s1_integrations.core.numbers import Count
 from s1_integrations.core.results import BudgetForcedResult, Strategy
-from s1_integrations.core.samples import check_samples
+from s1_integrations.core.samples import check_samples, refuse_a_lone_vote
 from s1_integrations.core.votes import VoteMethod, check_method
 
 #: Sampling fields (SamplingOptions' own, but the answer's constraints: the schema is per call
@@ -231,8 +231,7 @@ class AdapterSettings(_SettingsBase):
         options = {"strategy": call.get("strategy", self.strategy), **sampling}
         n, vote = call.get("n", self.n), call.get("vote", self.vote)
         check_samples(n, None)  # the engine's own limit is the generator's to check
-        if n == 1 and "vote" in call:  # the model's own vote waits for a call's n
-            raise ValueError("vote: one sample (n=1) has no vote; give n > 1 samples")
+        refuse_a_lone_vote(n, "vote" if "vote" in call else None)  # the model's waits for n
         check_method(vote)
         if n != 1:  # one sample is what every path, streams included, does without asking
             options.update(n=n, vote=vote)
