@@ -274,6 +274,11 @@ async def test_async_requests_each_get_their_own_budget(
             "thinking_token_budget",
         ),
         ({"vllm_xargs": {"s1_budget": "{}"}}, "s1_budget.end must be a list of token ids"),
+        # A minimum that max_tokens (20 below) would cut inside the thinking.
+        (
+            {"vllm_xargs": {"min_thinking_tokens": 50}},
+            "max_tokens: 20 tokens cannot hold the budget's min_thinking_tokens=50",
+        ),
         # The in-process engine's record name: a server keeps no records for its clients.
         (
             {"vllm_xargs": {"max_thinking_tokens": 4, "s1_record": "r"}},

@@ -167,6 +167,22 @@ def test_validate_params_rejects_bad_settings() -> None:
     BudgetForcingLogitsProcessor.validate_params(SamplingParams(ignore_eos=True))  # no budget
 
 
+def test_validate_params_refuses_a_max_tokens_that_cuts_the_minimum() -> None:
+    """The minimum (4), the end delimiter (1) and one answer token need 6 tokens: with
+    fewer, vLLM would end the request inside the thinking and the minimum would be skipped."""
+    short = params(min_thinking=4, extensions=1)
+    short.max_tokens = 5
+    with pytest.raises(
+        ValueError, match=r"max_tokens: 5 tokens cannot hold .*min_thinking_tokens=4"
+    ):
+        BudgetForcingLogitsProcessor.validate_params(short)
+    short.max_tokens = 6
+    BudgetForcingLogitsProcessor.validate_params(short)
+    capped = params(max_thinking=40)  # no minimum: a short request is the caller's choice
+    capped.max_tokens = 2
+    BudgetForcingLogitsProcessor.validate_params(capped)
+
+
 def test_a_mixed_batch_decides_each_row_by_its_own_rules() -> None:
     """Greedy and sampled rows, and plans with different stopping tokens, in one step."""
     proc = processor()

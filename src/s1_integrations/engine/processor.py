@@ -241,6 +241,17 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             )
         if sampling_params.n != 1:
             raise ValueError(f"{EXTRA_ARGS_KEY}: budget forcing supports n=1 only")
+        max_tokens = sampling_params.max_tokens
+        # The minimum, the end delimiter and at least one answer token must fit: below that
+        # vLLM ends the request inside the thinking and the minimum is silently not honoured
+        # (the in-process generator refuses the same budget against the model's context).
+        needed = plan.min_thinking + len(plan.end) + 1
+        if plan.min_thinking and max_tokens is not None and max_tokens < needed:
+            raise ValueError(
+                f"max_tokens: {max_tokens} tokens cannot hold the budget's min_thinking_tokens="
+                f"{plan.min_thinking} with the end delimiter and an answer ({needed} needed); "
+                "raise max_tokens or lower min_thinking_tokens"
+            )
         if sampling_params.ignore_eos:
             # The budget ends the answer with an end of sequence (at its cap, or the model's
             # own), after which the processor lets the row be: vLLM would write on past it,
