@@ -23,6 +23,7 @@ from bench import (
     cap,
     extensions,
     overhead,
+    processor,
     samples,
     scaling,
     server,
@@ -48,11 +49,15 @@ COMPARISONS: dict[str, Runner] = {
 DIAGNOSTICS: dict[str, Runner] = {"breakdown": breakdown.run}
 #: Through a server of their own instead of the in-process engine: by name only.
 SERVED: dict[str, Callable[[BenchConfig], Report]] = {"server": server.run_server}
+#: Without an engine at all (the processor driven as vLLM's worker drives it): by name only.
+ENGINE_FREE: dict[str, Callable[[BenchConfig], Report]] = {"processor": processor.run}
+#: What runs without the in-process engine, and what its wall time includes.
+STANDALONE = {**SERVED, **ENGINE_FREE}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("comparison", choices=[*COMPARISONS, "all", *DIAGNOSTICS, *SERVED])
+    parser.add_argument("comparison", choices=[*COMPARISONS, "all", *DIAGNOSTICS, *STANDALONE])
     parser.add_argument("--model", default=None, help="model folder (default: the toy reasoner)")
     parser.add_argument("--batch-size", type=int, default=None, help="prompts per batch (64)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (7)")
@@ -112,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = config_from(args)
     console = Console(width=None if sys.stdout.isatty() else 160)
-    if args.comparison in SERVED:
-        return _main_served(args, cfg, console, argv)
+    if args.comparison in STANDALONE:
+        return _main_standalone(args, cfg, console, argv)
     names = list(COMPARISONS) if args.comparison == "all" else [args.comparison]
     started = time.perf_counter()
     gen = build_generator(args, cfg)
@@ -139,20 +144,21 @@ def main(argv: list[str] | None = None) -> int:
     return _missed(reports, console)
 
 
-def _main_served(
+def _main_standalone(
     args: argparse.Namespace, cfg: BenchConfig, console: Any, argv: list[str] | None
 ) -> int:
-    """A comparison that starts its own server: no in-process engine beside it."""
+    """A comparison without the in-process engine: through its own server, or engine-free."""
     if args.model is not None:
-        raise SystemExit("--model: the server comparison serves the toy reasoner")
+        raise SystemExit(f"--model: the {args.comparison} comparison runs on the toy reasoner")
     console.print(
         f"[bold]machine[/]: {cpu_model()}, {os.cpu_count()} cores; python "
         f"{sys.version.split()[0]}; {cfg}\n"
     )
     t0, load = time.perf_counter(), os.getloadavg()[0]
-    report = SERVED[args.comparison](cfg)
+    report = STANDALONE[args.comparison](cfg)
+    including = " (server start included)" if args.comparison in SERVED else ""
     report.notes.append(
-        f"wall time {time.perf_counter() - t0:.0f} s (server start included); 1-minute load "
+        f"wall time {time.perf_counter() - t0:.0f} s{including}; 1-minute load "
         f"average {load:.1f} before, {os.getloadavg()[0]:.1f} after (other jobs skew wall times)"
     )
     render(report, console)

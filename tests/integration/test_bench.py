@@ -28,6 +28,7 @@ from bench import (  # noqa: E402
     cap,
     extensions,
     overhead,
+    processor,
     samples,
     scaling,
 )
@@ -109,6 +110,23 @@ def test_cli_quick_config_and_overrides() -> None:
     assert (cfg.batch_size, cfg.repeats, cfg.quick) == (8, 2, False)
     with pytest.raises(SystemExit):
         parse_args(["nonsense"])
+
+
+def test_processor_runs_without_an_engine_and_forces() -> None:
+    """The engine-free comparison: the processor's own time per step beside vLLM's
+    min-tokens processor, on a decode where the budget changed every row's tokens."""
+    report = processor.run(TINY)
+    assert [row.label for row in report.rows] == ["batch 2"]
+    (row,) = report.rows
+    assert row.ours.tokens == row.other.tokens == 2 * 12  # 2 rows, 12 steps each
+    assert len(row.ours.seconds) == TINY.repeats == len(row.other.seconds)
+    assert math.isfinite(row.ratio)
+    # The tiny budget caps the thinking at 8 tokens and inserts nothing. In the seeded logits
+    # row 0 tries to stop at its second step (its own end is kept, so its tokens are plain
+    # vLLM's); row 1 never does, and the cap forces the end delimiter at its ninth token.
+    assert report.data["rows_changed"] == {2: 1}
+    assert config_from(parse_args(["processor", "--quick"])) == TINY
+    render(report, Console(record=True, width=200))
 
 
 # -- on the session engine ------------------------------------------------------------------
