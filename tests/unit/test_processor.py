@@ -93,6 +93,45 @@ def test_greedy_attempt_below_min_is_replaced_by_wait() -> None:
     assert forced_token(proc.apply(logits_preferring(EOS))[0]) == END
 
 
+def greedy_steps(proc: BudgetForcingLogitsProcessor, outs: list[list[int]], prefer: list[int]):
+    """One engine step: rows prefer the given tokens; what the processor leaves is sampled."""
+    proc.update_state(None)
+    sampled = proc.apply(logits_preferring(*prefer, rows=len(outs))).argmax(dim=-1).tolist()
+    for out, token in zip(outs, sampled, strict=True):
+        out.append(token)
+
+
+def test_the_quiet_lane_counts_exactly_to_the_cap_and_settles_before_an_attempt() -> None:
+    """Rows that only think ordinary tokens are merely counted between steps (the quiet
+    lane); the cap must still fall on its exact token, and an attempt after a counted stretch
+    must see every token counted (its extension position, its minimum)."""
+    proc = processor()
+    outs: list[list[int]] = [[], []]
+    capped = params(max_thinking=6)
+    extended = params(min_thinking=5, extensions=1, max_thinking=40)
+    extended.extra_args[RECORD_KEY] = "r1"  # type: ignore[index]
+    proc.update_state(
+        update(added=[(0, capped, None, outs[0]), (1, extended, None, outs[1])], size=2)
+    )
+    for _ in range(4):  # four ordinary tokens each: after the first, only counted
+        greedy_steps(proc, outs, [A, A])
+    assert proc.requests[0].counted == 3 and proc.requests[1].counted == 3
+    greedy_steps(proc, outs, [A, END])  # row 1 tries to stop at 4 tokens, below its minimum
+    assert outs[1] == [A, A, A, A, WAIT]
+    greedy_steps(proc, outs, [A, A])
+    greedy_steps(proc, outs, [A, A])  # row 0's sixth token: the cap is due at the next
+    greedy_steps(proc, outs, [A, END])  # row 1 at 7 tokens may stop: its end is kept
+    assert outs[0] == [A] * 6 + [END, A]  # and row 0 answers
+    assert outs[1] == [A, A, A, A, WAIT, A, A, END]
+    for request in proc.requests.values():
+        BudgetForcingLogitsProcessor._catch_up(request)
+    first, second = (proc.requests[i].state for i in (0, 1))
+    assert (first.thinking_tokens, first.ended_by, first.answer_tokens) == (6, "budget", 1)
+    assert (second.thinking_tokens, second.extension_positions) == (7, [4])
+    assert second.ended_by == "model" and second.position == 8
+    assert proc.take_records(["r1"]) == {"r1": [(4, 1, None, False), (7, 1, None, False)]}
+
+
 def test_state_follows_moves_and_swaps() -> None:
     proc = processor()
     outs: list[list[int]] = [[], [], []]
@@ -263,6 +302,26 @@ def test_a_placeholder_never_filled_in_leaves_the_row_alone_and_says_so(
     assert "--logits-processors" in errors[0].getMessage()
     out[-1] = A  # once the token is known, the cap applies
     assert forced_token(proc.apply(logits_preferring(A, rows=1))[0]) == END
+
+
+def test_a_placeholder_is_never_counted_as_a_thinking_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The quiet lane (a row it may only count) must not count vLLM's placeholder either."""
+    proc = processor()
+    out: list[int] = []
+    proc.update_state(update(added=[(0, params(max_thinking=3), None, out)], size=1))
+    proc.apply(logits_preferring(A, rows=1))  # the lane is open for this row now
+    assert proc.requests[0].quiet_left == 2
+    out.append(-1)
+    with caplog.at_level("ERROR", logger="s1_integrations.engine.processor"):
+        proc.apply(logits_preferring(A, rows=1))
+    assert "--logits-processors" in caplog.records[-1].getMessage()
+    out[-1] = A
+    for _ in range(2):
+        assert forced_token(proc.apply(logits_preferring(A, rows=1))[0]) is None
+        out.append(A)
+    assert forced_token(proc.apply(logits_preferring(A, rows=1))[0]) == END  # after 3 exactly
 
 
 @pytest.mark.parametrize(

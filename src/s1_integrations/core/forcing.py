@@ -9,6 +9,7 @@ engine produced. Because all three share it, the strategies cannot drift apart.
 from __future__ import annotations
 
 import json
+import sys
 from collections import deque
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -218,6 +219,26 @@ class ForcingPlan:
     def _banned_lasts(self) -> frozenset[int]:
         """Every token some ban could mask: a token outside it needs no check when observed."""
         return frozenset(s[-1] for s in (*self.ban_thinking, *self.ban_answer))
+
+    @cached_property
+    def quiet(self) -> bool:
+        """Whether the model's ordinary thinking tokens only count
+        (:meth:`ForcingState.count_thinking`): so it is without a soft landing (a break may
+        end the thinking), the policy's signals (each token's top-1 is folded in), and a
+        multi-token end delimiter or ban (they are matched across tokens)."""
+        return (
+            len(self.end) == 1
+            and not self.landing
+            and not self.measures_top1
+            and self._ban_memory == 0
+        )
+
+    @cached_property
+    def special(self) -> frozenset[int]:
+        """The tokens a thinking state must look at: the end delimiter, end of sequence and
+        every token a ban could mask; any other token of the model's only counts on a
+        :attr:`quiet` plan."""
+        return frozenset((*self.end, *self.eos, *self._banned_lasts))
 
     @cached_property
     def _ban_memory(self) -> int:
@@ -547,6 +568,28 @@ class ForcingState:
             ):
                 self._enqueue(plan.eos[:1], _FORCED_EOS)
         return self._queue[0][0] if self._queue else None
+
+    def quiet_room(self) -> int:
+        """How many of the model's next thinking tokens :meth:`count_thinking` may take
+        before the state must see one: none unless it is thinking, with nothing to force, on
+        a :attr:`~ForcingPlan.quiet` plan; otherwise all up to where the cap becomes due."""
+        plan = self.plan
+        if self._queue or self.phase is not _THINKING or not plan.quiet:
+            return 0
+        cap_from = plan.cap_from
+        if cap_from is None:
+            return sys.maxsize
+        return max(cap_from - self.thinking_tokens - 1, 0)
+
+    def count_thinking(self, n: int, last: int) -> None:
+        """``n`` thinking tokens of the model, none of them :attr:`~ForcingPlan.special`, the
+        last being ``last``, taken within :meth:`quiet_room`: exactly what :meth:`observe`
+        does with each of them, in one step (the processor's hot path)."""
+        self.thinking_tokens += n
+        self.position += n
+        self._recent.append(last)  # a quiet plan's bans look back one token at most
+        self.previous_token = last
+        self._next_top1 = None
 
     def banned_next(self) -> tuple[int, ...]:
         """Tokens the model may not write next: they would complete a suppressed delimiter.

@@ -169,12 +169,28 @@ class _Request:
     top1: tuple[_Decisions, int] | None = None  # the step's top-1 log-probability, unread
     record: Attempts | None = None  # where asked for, each attempt replaced (records.py)
     greedy: bool = field(init=False)  # read for every deciding row at every step
+    # The quiet lane (see BudgetForcingLogitsProcessor.apply): how many more of the model's
+    # ordinary thinking tokens may only be counted, how many are counted but not yet given to
+    # the state, the tokens that always go to the state, and the row's bans meanwhile.
+    quiet_left: int = 0
+    counted: int = 0
+    special: frozenset[int] = field(init=False)
+    quiet_bans: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         self.greedy = self.temperature < _GREEDY_EPS
+        self.special = self.state.plan.special | {-1}  # and vLLM's placeholder
+
+    def settle(self) -> None:
+        """Give the state the tokens the quiet lane only counted, before anyone reads it."""
+        if self.counted:
+            self.state.count_thinking(self.counted, self.output_ids[self.consumed - 1])
+            self.counted = 0
 
     def end_attempt(self) -> int:
         """The state's :meth:`~ForcingState.end_attempt`, recorded where the request asks."""
+        self.settle()
+        self.quiet_left = 0  # something is forced next
         state = self.state
         inserted = state.inserted
         token = state.end_attempt()
@@ -319,6 +335,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
     @staticmethod
     def _catch_up(request: _Request) -> bool:
         """Feed the state the tokens sampled since the last step; ``False`` if one is unknown."""
+        request.settle()
         output_ids = request.output_ids
         while request.consumed < len(output_ids):
             token = output_ids[request.consumed]
@@ -349,7 +366,24 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         # Every row, every step: kept to plain attribute reads and calls that return early.
         num_rows = logits.shape[0]
         finished, thinking = Phase.FINISHED, Phase.THINKING
+        on_host = not self.decide_on_device
         for index, request in self.requests.items():
+            quiet_left = request.quiet_left
+            if quiet_left and index < num_rows:
+                # The quiet lane: a greedy row thinking on a quiet plan, nothing due before its
+                # cap, whose new token is an ordinary one of the model's: the state only needs
+                # to count it (settled before it is read), and the row decides as before.
+                consumed = request.consumed
+                output_ids = request.output_ids
+                if len(output_ids) == consumed + 1 and output_ids[consumed] not in request.special:
+                    request.consumed = consumed + 1
+                    request.counted += 1
+                    request.quiet_left = quiet_left - 1
+                    bans = request.quiet_bans
+                    ban_rows.extend([index] * len(bans))
+                    ban_tokens.extend(bans)
+                    deciding.append((index, request))
+                    continue
             if not self._catch_up(request):
                 self._unseen_token(index)
                 continue
@@ -369,6 +403,9 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 ban_tokens.extend(banned)
             if state.phase is thinking:
                 deciding.append((index, request))
+                if request.greedy and on_host:  # decided from this step's argmax, here
+                    request.quiet_left = state.quiet_room()
+                    request.quiet_bans = banned
         host = _host_view(logits)
         if ban_rows:
             # Before any decision: a suppressed delimiter is no choice at all, so the attempt
