@@ -223,13 +223,14 @@ class ForcingPlan:
     @cached_property
     def quiet(self) -> bool:
         """Whether the model's ordinary thinking tokens only count
-        (:meth:`ForcingState.count_thinking`): so it is without a soft landing (a break may
-        end the thinking), the policy's signals (each token's top-1 is folded in), and a
-        multi-token end delimiter or ban (they are matched across tokens)."""
+        (:meth:`ForcingState.count_thinking`, and :meth:`ForcingState.fold_top1` for the
+        policy's signal): so it is without a soft landing (a break may end the thinking), the
+        early exit (a stretch may end it), and a multi-token end delimiter or ban (they are
+        matched across tokens)."""
         return (
             len(self.end) == 1
             and not self.landing
-            and not self.measures_top1
+            and not self.early_exit
             and self._ban_memory == 0
         )
 
@@ -580,6 +581,12 @@ class ForcingState:
         if cap_from is None:
             return sys.maxsize
         return max(cap_from - self.thinking_tokens - 1, 0)
+
+    def fold_top1(self, probability: float) -> None:
+        """The top-1 probability of a step whose token :meth:`count_thinking` will take:
+        folded into the policy's signal now, in the order :meth:`observe` folds them."""
+        if self._signals is not None:
+            self._signals.add(probability)
 
     def count_thinking(self, n: int, last: int) -> None:
         """``n`` thinking tokens of the model, none of them :attr:`~ForcingPlan.special`, the

@@ -13,6 +13,14 @@ read back with their next token, and indices travel through pinned memory, as vL
 processors do; sampled rows, whose draw uses the request's own random stream, are still
 decided on the host.
 
+Most rows, most steps, are greedy rows thinking ordinary tokens. On a plan with nothing to
+watch token by token (no soft landing, no early exit, single-token delimiters), such a
+row's new token is only counted (and its step's top-1 folded into an adaptive policy's
+signal). This is the quiet lane, which ends at the token before
+the cap. The state is given the count in one call before anything reads it, such as an
+attempt to stop: the processor's work for every row at every step is what it costs beside
+the engine's own step.
+
 Tokens are read in :meth:`~BudgetForcingLogitsProcessor.apply`, not in ``update_state``:
 under asynchronous scheduling (vLLM's default on GPUs since 0.27) the worker's output lists
 hold a ``-1`` placeholder for the token still being sampled when ``update_state`` runs, and
@@ -376,6 +384,10 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 consumed = request.consumed
                 output_ids = request.output_ids
                 if len(output_ids) == consumed + 1 and output_ids[consumed] not in request.special:
+                    if request.top1 is not None:  # the policy's signal at that token's step
+                        values, j = request.top1
+                        request.top1 = None
+                        request.state.fold_top1(math.exp(values[j]))
                     request.consumed = consumed + 1
                     request.counted += 1
                     request.quiet_left = quiet_left - 1
