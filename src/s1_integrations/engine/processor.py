@@ -15,11 +15,10 @@ decided on the host.
 
 Most rows, most steps, are greedy rows thinking ordinary tokens. On a plan with nothing to
 watch token by token (no soft landing, no early exit, single-token delimiters), such a
-row's new token is only counted (and its step's top-1 folded into an adaptive policy's
-signal). This is the quiet lane, which ends at the token before
-the cap. The state is given the count in one call before anything reads it, such as an
-attempt to stop: the processor's work for every row at every step is what it costs beside
-the engine's own step.
+row's new token is only counted, and its step's top-1 folded into an adaptive policy's
+signal. This quiet lane ends at the token before the cap; the state is given the count in
+one call before anything reads it, such as an attempt to stop. The processor's work for
+every row at every step is what it costs beside the engine's own step.
 
 Tokens are read in :meth:`~BudgetForcingLogitsProcessor.apply`, not in ``update_state``:
 under asynchronous scheduling (vLLM's default on GPUs since 0.27) the worker's output lists
@@ -396,6 +395,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                     ban_tokens.extend(bans)
                     deciding.append((index, request))
                     continue
+            request.quiet_left = 0  # reopened below only for a row still thinking, quietly
             if not self._catch_up(request):
                 self._unseen_token(index)
                 continue
