@@ -114,7 +114,7 @@ def test_cli_quick_config_and_overrides() -> None:
 
 def test_processor_runs_without_an_engine_and_forces() -> None:
     """The engine-free comparison: the processor's own time per step beside vLLM's
-    min-tokens processor, on a decode where the budget changed every row's tokens."""
+    min-tokens processor, on a decode where the budget really forced tokens."""
     report = processor.run(TINY)
     assert [row.label for row in report.rows] == ["batch 2"]
     (row,) = report.rows

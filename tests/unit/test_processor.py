@@ -93,7 +93,7 @@ def test_greedy_attempt_below_min_is_replaced_by_wait() -> None:
     assert forced_token(proc.apply(logits_preferring(EOS))[0]) == END
 
 
-def greedy_steps(proc: BudgetForcingLogitsProcessor, outs: list[list[int]], prefer: list[int]):
+def greedy_step(proc: BudgetForcingLogitsProcessor, outs: list[list[int]], prefer: list[int]):
     """One engine step: rows prefer the given tokens; what the processor leaves is sampled."""
     proc.update_state(None)
     sampled = proc.apply(logits_preferring(*prefer, rows=len(outs))).argmax(dim=-1).tolist()
@@ -114,13 +114,13 @@ def test_the_quiet_lane_counts_exactly_to_the_cap_and_settles_before_an_attempt(
         update(added=[(0, capped, None, outs[0]), (1, extended, None, outs[1])], size=2)
     )
     for _ in range(4):  # four ordinary tokens each: after the first, only counted
-        greedy_steps(proc, outs, [A, A])
+        greedy_step(proc, outs, [A, A])
     assert proc.requests[0].counted == 3 and proc.requests[1].counted == 3
-    greedy_steps(proc, outs, [A, END])  # row 1 tries to stop at 4 tokens, below its minimum
+    greedy_step(proc, outs, [A, END])  # row 1 tries to stop at 4 tokens, below its minimum
     assert outs[1] == [A, A, A, A, WAIT]
-    greedy_steps(proc, outs, [A, A])
-    greedy_steps(proc, outs, [A, A])  # row 0's sixth token: the cap is due at the next
-    greedy_steps(proc, outs, [A, END])  # row 1 at 7 tokens may stop: its end is kept
+    greedy_step(proc, outs, [A, A])
+    greedy_step(proc, outs, [A, A])  # row 0's sixth token: the cap is due at the next
+    greedy_step(proc, outs, [A, END])  # row 1 at 7 tokens may stop: its end is kept
     assert outs[0] == [A] * 6 + [END, A]  # and row 0 answers
     assert outs[1] == [A, A, A, A, WAIT, A, A, END]
     for request in proc.requests.values():
