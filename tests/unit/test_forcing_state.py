@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
@@ -11,6 +12,7 @@ from s1_integrations.core.forcing import (
     ForcingPlan,
     ForcingState,
     Phase,
+    Replayer,
     replay,
 )
 
@@ -24,15 +26,21 @@ def plan(**kw: object) -> ForcingPlan:
     return ForcingPlan(**base)
 
 
-def drive(p: ForcingPlan, model: list[int]) -> tuple[list[int], list[bool], ForcingState]:
-    """Simulate a model that emits ``model`` tokens in order, trying to stop on END/EOS."""
+def drive(
+    p: ForcingPlan, model: list[int], attempts_only: bool = False
+) -> tuple[list[int], list[bool], ForcingState]:
+    """Simulate a model that emits ``model`` tokens in order, trying to stop on END/EOS.
+
+    ``attempts_only``: flag only the tokens that replaced an attempt to stop, as the engine's
+    records do (caps are replayed from the counts).
+    """
     state = ForcingState(p)
     out: list[int] = []
     forced: list[bool] = []
     it = iter(model)
     while state.phase is not Phase.FINISHED:
         token = state.pending()
-        was_forced = token is not None
+        was_forced = token is not None and not attempts_only
         if token is None:
             try:
                 token = next(it)
@@ -243,13 +251,13 @@ def test_incremental_text_keeps_multibyte_characters_whole(tokenizer, step: int)
 
 
 def test_incremental_text_fast_path_matches_decode_and_falls_back(tokenizer) -> None:
-    from s1_integrations.core.tracking import IncrementalText, _fast_decoder
+    from s1_integrations.core.tracking import IncrementalText, fast_decoder
 
     ids = tokenizer.encode(MIXED, add_special_tokens=False)
-    assert _fast_decoder(tokenizer).__name__ == "fast"  # a stock fast tokenizer: Rust directly
-    assert _fast_decoder(tokenizer)(ids) == tokenizer.decode(ids, skip_special_tokens=False)
+    assert fast_decoder(tokenizer).__name__ == "fast"  # a stock fast tokenizer: Rust directly
+    assert fast_decoder(tokenizer)(ids) == tokenizer.decode(ids, skip_special_tokens=False)
     slow = _SlowTokenizer(tokenizer)
-    assert _fast_decoder(slow).__name__ == "slow"  # anything else: its own decode
+    assert fast_decoder(slow).__name__ == "slow"  # anything else: its own decode
     # One piece (a final-only output): one decode, and flush needs no second one.
     text = IncrementalText(slow)
     assert text.extend(ids) == MIXED and slow.calls == 1
@@ -597,3 +605,47 @@ def test_the_rounds_bans_travel_to_servers_as_bad_words() -> None:
 
 
 BANS_FOR_WIRE = {"ban_thinking": ((START,),), "ban_answer": ((START,), (END,))}
+
+
+_REPLAYED = (
+    "phase",
+    "thinking_tokens",
+    "answer_tokens",
+    "position",
+    "inserted",
+    "extension_positions",
+    "ended_by",
+    "thinking_end",
+    "answer_start",
+    "answer_capped",
+    "previous_token",
+)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_replay_counting_ordinary_runs_at_once_ends_where_the_driver_did(seed: int) -> None:
+    """On a quiet plan the replay counts the model's runs of ordinary tokens in one step (as
+    the processor's quiet lane does); fed in any chunks, it must end in the state the driver
+    reached token by token: caps, minimums, extensions and answer caps on their exact tokens,
+    with only the replaced attempts flagged, as the engine's records flag them."""
+    rng = random.Random(seed)
+    least = rng.choice([0, 3, 9])
+    p = plan(
+        min_thinking=least,
+        max_thinking=rng.choice([None, least + 2, 12, 30]),
+        extensions=rng.choice([0, 1, 3]),
+        max_answer=rng.choice([None, 2, 7]),
+        conclusion=rng.choice([(), (CONCL,), (CONCL, A)]),
+    )
+    assert p.quiet
+    thinking = rng.choices([A, B, WAIT, END, EOS], weights=[40, 40, 3, 6, 2], k=60)
+    out, forced, driven = drive(p, thinking + [A] * 10 + [EOS], attempts_only=True)
+    replayer = Replayer(p)
+    i = 0
+    while i < len(out):
+        n = rng.randint(1, 9)
+        replayer.feed(out[i : i + n], forced[i : i + n])
+        i += n
+    replayer.feed([], [], final=True)
+    for name in _REPLAYED:
+        assert getattr(replayer.state, name) == getattr(driven, name), name

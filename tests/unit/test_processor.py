@@ -132,6 +132,60 @@ def test_the_quiet_lane_counts_exactly_to_the_cap_and_settles_before_an_attempt(
     assert proc.take_records(["r1"]) == {"r1": [(4, 1, None, False), (7, 1, None, False)]}
 
 
+def test_the_quiet_lane_counts_the_answer_to_its_cap_and_keeps_its_bans() -> None:
+    """Answering rows are only counted too, greedy or sampled (they decide nothing): the
+    answer cap's end of sequence must still fall on its exact token, the delimiters stay
+    banned at every counted step, and the model's own end of sequence ends the request."""
+    proc = processor()
+    outs: list[list[int]] = [[], []]
+    capped = params(max_thinking=0, max_answer=4, ban_answer=((END,),))
+    uncapped = params(temperature=1.0, max_thinking=0, ban_answer=((END,),))
+    proc.update_state(
+        update(added=[(0, capped, None, outs[0]), (1, uncapped, None, outs[1])], size=2)
+    )
+    greedy_step(proc, outs, [A, A])  # the cap of 0 forces the end delimiter at once
+    assert outs == [[END], [END]]
+    for step in range(4):  # both answer; each prefers the end delimiter, banned in the answer
+        proc.update_state(None)
+        logits = proc.apply(logits_preferring(END, END, rows=2))
+        assert logits[:, END].tolist() == [NEG, NEG]
+        assert forced_token(logits[0]) is None  # fewer than 4 answer tokens so far
+        for out, token in zip(outs, logits.argmax(dim=-1).tolist(), strict=True):
+            out.append(token)
+        if step == 3:  # the end delimiter went to the state; the three answer tokens since,
+            assert [proc.requests[i].counted for i in (0, 1)] == [3, 3]  # only counted
+    greedy_step(proc, outs, [A, EOS])  # row 0 at 4 answer tokens; row 1 ends by itself
+    assert outs[0] == [END, 0, 0, 0, 0, EOS] and outs[1] == [END, 0, 0, 0, 0, EOS]
+    greedy_step(proc, outs, [A, A])
+    first, second = (proc.requests[i].state for i in (0, 1))
+    assert (first.answer_tokens, first.answer_capped, first.phase) == (4, True, Phase.FINISHED)
+    assert (second.answer_tokens, second.answer_capped, second.phase) == (
+        4,
+        False,
+        Phase.FINISHED,
+    )
+
+
+def test_a_record_is_taken_while_its_request_runs_only_once_its_thinking_has_ended() -> None:
+    """An attempt can be replaced only while the thinking lasts: from the first answering
+    step the record is complete (sealed) and handed over with a call that names the request
+    as still running; before that, such a call leaves it where it is."""
+    proc = processor()
+    outs: list[list[int]] = [[]]
+    recorded = params(min_thinking=2, max_thinking=9)
+    recorded.extra_args[RECORD_KEY] = "r"  # type: ignore[index]
+    proc.update_state(update(added=[(0, recorded, None, outs[0])], size=1))
+    greedy_step(proc, outs, [END])  # below the minimum: replaced by Wait
+    greedy_step(proc, outs, [A])
+    greedy_step(proc, outs, [END])  # at the minimum: the end is kept, still an attempt
+    assert outs[0] == [WAIT, A, END]
+    assert proc.take_records([], ["r"]) == {}  # the end not yet seen: still thinking
+    greedy_step(proc, outs, [A])  # the first answering step
+    records = {"r": [(0, 1, None, False), (2, 1, None, False)]}
+    assert proc.take_records([], ["r"]) == records
+    assert proc.take_records(["r"], ["r"]) == {}  # taken once
+
+
 def test_state_follows_moves_and_swaps() -> None:
     proc = processor()
     outs: list[list[int]] = [[], [], []]

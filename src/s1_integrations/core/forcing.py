@@ -222,11 +222,11 @@ class ForcingPlan:
 
     @cached_property
     def quiet(self) -> bool:
-        """Whether the model's ordinary thinking tokens only count
-        (:meth:`ForcingState.count_thinking`, and :meth:`ForcingState.fold_top1` for the
-        policy's signal): so it is without a soft landing (a break may end the thinking), the
-        early exit (a stretch may end it), and a multi-token end delimiter or ban (they are
-        matched across tokens)."""
+        """Whether the model's ordinary tokens, thinking or answering, only count
+        (:meth:`ForcingState.count_quiet`, and :meth:`ForcingState.fold_top1` for the
+        policy's signal while thinking): so it is without a soft landing (a break may end
+        the thinking), the early exit (a stretch may end it), and a multi-token end
+        delimiter or ban (they are matched across tokens)."""
         return (
             len(self.end) == 1
             and not self.landing
@@ -236,9 +236,9 @@ class ForcingPlan:
 
     @cached_property
     def special(self) -> frozenset[int]:
-        """The tokens a thinking state must look at: the end delimiter, end of sequence and
-        every token a ban could mask; any other token of the model's only counts on a
-        :attr:`quiet` plan."""
+        """The tokens a state must look at: the end delimiter, end of sequence and every token
+        a ban could mask; any other token of the model's only counts on a :attr:`quiet`
+        plan."""
         return frozenset((*self.end, *self.eos, *self._banned_lasts))
 
     @cached_property
@@ -571,28 +571,38 @@ class ForcingState:
         return self._queue[0][0] if self._queue else None
 
     def quiet_room(self) -> int:
-        """How many of the model's next thinking tokens :meth:`count_thinking` may take
-        before the state must see one: none unless it is thinking, with nothing to force, on
-        a :attr:`~ForcingPlan.quiet` plan; otherwise all up to where the cap becomes due."""
+        """How many of the model's next tokens :meth:`count_quiet` may take before the state
+        must see one: none while a sequence is being forced, after the end, or on a plan that
+        is not :attr:`~ForcingPlan.quiet`; otherwise all up to where the cap becomes due (the
+        thinking's, or the answer's end of sequence)."""
         plan = self.plan
-        if self._queue or self.phase is not _THINKING or not plan.quiet:
+        if self._queue or not plan.quiet:
             return 0
-        cap_from = plan.cap_from
-        if cap_from is None:
+        phase = self.phase
+        if phase is _THINKING:
+            cap, count = plan.cap_from, self.thinking_tokens
+        elif phase is _ANSWERING:
+            cap, count = plan.max_answer, self.answer_tokens
+        else:
+            return 0
+        if cap is None:
             return sys.maxsize
-        return max(cap_from - self.thinking_tokens - 1, 0)
+        return max(cap - count - 1, 0)
 
     def fold_top1(self, probability: float) -> None:
-        """The top-1 probability of a step whose token :meth:`count_thinking` will take:
+        """The top-1 probability of a step whose token :meth:`count_quiet` will take:
         folded into the policy's signal now, in the order :meth:`observe` folds them."""
         if self._signals is not None:
             self._signals.add(probability)
 
-    def count_thinking(self, n: int, last: int) -> None:
-        """``n`` thinking tokens of the model, none of them :attr:`~ForcingPlan.special`, the
-        last being ``last``, taken within :meth:`quiet_room`: exactly what :meth:`observe`
-        does with each of them, in one step (the processor's hot path)."""
-        self.thinking_tokens += n
+    def count_quiet(self, n: int, last: int) -> None:
+        """``n`` tokens of the model's, none of them :attr:`~ForcingPlan.special`, the last
+        being ``last``, taken within :meth:`quiet_room`: exactly what :meth:`observe` does with
+        each of them, thinking or answering, in one step (the processor's hot path)."""
+        if self.phase is _THINKING:
+            self.thinking_tokens += n
+        else:
+            self.answer_tokens += n
         self.position += n
         self._recent.append(last)  # a quiet plan's bans look back one token at most
         self.previous_token = last
@@ -783,6 +793,9 @@ class Replayer:
         self._exit_run = (*plan.conclusion, *plan.end)
         longest = len(self._exit_run) if plan.early_exit else len(plan.end)
         self._lookahead = max(longest, *(len(p) for p in plan.phrases), 1)
+        # Whether runs of the model's ordinary tokens may be counted in one step (as the
+        # processor's quiet lane counts them): not where top-1s must be folded token by token.
+        self._quiet = plan.quiet
 
     def feed(
         self,
@@ -803,6 +816,8 @@ class Replayer:
             self.measured.update(measured)
         if exits is not None:
             self.exits = {*(self.exits or ()), *exits}
+        if top1 is not None:
+            self._quiet = False
         self.ids.extend(ids)
         self.forced.extend(forced)
         self.top1.extend(top1 if top1 is not None else [None] * len(ids))
@@ -811,6 +826,11 @@ class Replayer:
         multi_end = len(state.plan.end) > 1  # per token below: only such an end needs a look
         while state.position < limit and state.phase is not _FINISHED:
             i = state.position
+            if self._quiet:
+                n = self._ordinary_run(i, min(limit, i + state.quiet_room()))
+                if n:
+                    state.count_quiet(n, self.ids[i + n - 1])
+                    continue
             p = self.top1[i]
             if p is not None:
                 state.note_top1(p)
@@ -825,6 +845,15 @@ class Replayer:
                     if extend is not None:
                         state.end_attempt(extend, self.measured.get(i))
             state.observe(self.ids[i])
+
+    def _ordinary_run(self, i: int, stop: int) -> int:
+        """How many tokens from ``i`` (up to ``stop``) are the model's own ordinary ones:
+        none :attr:`~ForcingPlan.special`, none forced."""
+        special, ids, forced = self.state.plan.special, self.ids, self.forced
+        k = i
+        while k < stop and not forced[k] and ids[k] not in special:
+            k += 1
+        return k - i
 
     def _whole_end_follows(self, i: int) -> bool:
         """A multi-token end delimiter starts at ``i`` while the model may still think.

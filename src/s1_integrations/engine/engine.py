@@ -255,6 +255,7 @@ class InProcessEngine(LoopBridge):
         recorded = request is not None and request.attempts and request.forcing is not None
         if recorded:
             params.extra_args[RECORD_KEY] = request_id
+            self._records.expect(request_id)
         try:
             async for output in self._llm.generate(
                 TokensPrompt(prompt_token_ids=prompt_ids), params, request_id
@@ -274,6 +275,8 @@ class InProcessEngine(LoopBridge):
         except Exception as e:
             emit(_as_request_error(e))
         finally:
+            if recorded:
+                self._records.forget(request_id)  # (taken already where it finished)
             emit(_DONE)
 
     @property

@@ -13,11 +13,12 @@ read back with their next token, and indices travel through pinned memory, as vL
 processors do; sampled rows, whose draw uses the request's own random stream, are still
 decided on the host.
 
-Most rows, most steps, are greedy rows thinking ordinary tokens. On a plan with nothing to
-watch token by token (no soft landing, no early exit, single-token delimiters), such a
-row's new token is only counted, and its step's top-1 folded into an adaptive policy's
-signal. This quiet lane ends at the token before the cap; the state is given the count in
-one call before anything reads it, such as an attempt to stop. The processor's work for
+Most rows, most steps, are greedy rows thinking ordinary tokens, or rows answering. On a
+plan with nothing to watch token by token (no soft landing, no early exit, single-token
+delimiters), such a row's new token is only counted, and a thinking row's step's top-1
+folded into an adaptive policy's signal. This quiet lane ends at the token before the cap
+(the thinking's, or the answer's); the state is given the count in one call before anything
+reads it, such as an attempt to stop. The processor's work for
 every row at every step is what it costs beside the engine's own step.
 
 Tokens are read in :meth:`~BudgetForcingLogitsProcessor.apply`, not in ``update_state``:
@@ -175,23 +176,31 @@ class _Request:
     decided: tuple[_Decisions, int] | None = None  # an attempt decided but not yet read
     top1: tuple[_Decisions, int] | None = None  # the step's top-1 log-probability, unread
     record: Attempts | None = None  # where asked for, each attempt replaced (records.py)
+    # The record's name until the thinking has ended: its record is complete from then on.
+    unsealed: str | None = None
     greedy: bool = field(init=False)  # read for every deciding row at every step
+    attempt_ids: tuple[int, ...] = field(init=False)  # the plan's, read as often
+    measures: bool = field(init=False)  # whether its plan reads each step's top-1
     # The quiet lane (see BudgetForcingLogitsProcessor.apply): how many more of the model's
-    # ordinary thinking tokens may only be counted, how many are counted but not yet given to
-    # the state, the tokens that always go to the state, and the row's bans meanwhile.
+    # ordinary tokens may only be counted, how many are counted but not yet given to the
+    # state, the tokens that always go to the state, the row's bans meanwhile, and whether it
+    # is thinking (and so decides every step whether the model tries to stop).
     quiet_left: int = 0
     counted: int = 0
     special: frozenset[int] = field(init=False)
     quiet_bans: tuple[int, ...] = ()
+    quiet_thinking: bool = False
 
     def __post_init__(self) -> None:
         self.greedy = self.temperature < _GREEDY_EPS
+        self.attempt_ids = self.state.plan.end_attempt_ids
+        self.measures = self.state.plan.measures_top1
         self.special = self.state.plan.special | {-1}  # and vLLM's placeholder
 
     def settle(self) -> None:
         """Give the state the tokens the quiet lane only counted, before anyone reads it."""
         if self.counted:
-            self.state.count_thinking(self.counted, self.output_ids[self.consumed - 1])
+            self.state.count_quiet(self.counted, self.output_ids[self.consumed - 1])
             self.counted = 0
 
     def end_attempt(self) -> int:
@@ -220,11 +229,18 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
     def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool):
         self.device = device
         self.requests: dict[int, _Request] = {}
+        # Whether any request in the batch reads top-1s or samples: a batch without either
+        # skips those passes over its rows at every step (kept up to date on batch updates).
+        self._measuring = False
+        self._sampling = False
         self._id_tensors: dict[tuple[int, ...], torch.Tensor] = {}  # stop ids, built once
         self.active = True  # False: this instance leaves every request alone
         self._warned_unseen = False
         #: Per record name, the attempts replaced (``engine/records.py``).
         self.records: dict[str, Attempts] = {}
+        #: Names of the records whose request has ended its thinking: complete, so they may
+        #: be taken while the request still runs.
+        self.sealed: set[str] = set()
         _instances.add(self)
         # On a GPU, reading the argmax back every step would make the host wait for each
         # forward pass, which defeats vLLM's asynchronous scheduling: greedy rows are decided
@@ -303,6 +319,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 self.requests.pop(index, None)
                 continue
             seed = params.seed if params.seed is not None else random.getrandbits(63)
+            key = (params.extra_args or {}).get(RECORD_KEY)
             self.requests[index] = _Request(
                 state=ForcingState(ForcingPlan.from_extra_args(args)),
                 output_ids=output_ids,
@@ -310,7 +327,8 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 temperature=params.temperature,
                 rng=random.Random(seed),
                 truncation=Truncation.of(params),
-                record=self._new_record((params.extra_args or {}).get(RECORD_KEY)),
+                record=self._new_record(key),
+                unsealed=key,
             )
         for a, b, direction in update.moved:
             a_req = self.requests.pop(a, None)
@@ -319,24 +337,37 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 self.requests[b] = a_req
             if b_req is not None and direction is MoveDirectionality.SWAP:
                 self.requests[a] = b_req
+        if update.removed or update.added:
+            requests = self.requests.values()
+            self._measuring = any(r.measures for r in requests)
+            self._sampling = any(not r.greedy for r in requests)
 
     def _new_record(self, key: str | None) -> Attempts | None:
         if key is None:
             return None
         records = self.records
         if len(records) >= MAX_RECORDS:
-            del records[next(iter(records))]  # the oldest: its request was never taken back
+            oldest = next(iter(records))  # its request was never taken back
+            del records[oldest]
+            self.sealed.discard(oldest)
         attempts: Attempts = []
         records[key] = attempts
         return attempts
 
-    def take_records(self, keys: list[str]) -> dict[str, Attempts]:
-        """The records of ``keys`` this instance holds, forgotten here once taken."""
+    def take_records(self, keys: Sequence[str], running: Sequence[str] = ()) -> dict[str, Attempts]:
+        """The records of ``keys`` (finished requests) this instance holds, and those of
+        ``running`` that are sealed (complete); forgotten here once taken."""
         found: dict[str, Attempts] = {}
+        sealed = self.sealed
         for key in keys:
             attempts = self.records.pop(key, None)
+            sealed.discard(key)
             if attempts is not None:
                 found[key] = attempts
+        for key in running:
+            if key in sealed:
+                sealed.discard(key)
+                found[key] = self.records.pop(key)
         return found
 
     @staticmethod
@@ -368,8 +399,8 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         forced_rows: list[int] = []
         forced_tokens: list[int] = []
         deciding: list[tuple[int, _Request]] = []
-        ban_rows: list[int] = []
-        ban_tokens: list[int] = []
+        # Rows by the tokens they may not write now: most rows share one set of bans.
+        bans_by: dict[tuple[int, ...], list[int]] = {}
         # Every row, every step: kept to plain attribute reads and calls that return early.
         num_rows = logits.shape[0]
         finished, thinking = Phase.FINISHED, Phase.THINKING
@@ -377,9 +408,10 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         for index, request in self.requests.items():
             quiet_left = request.quiet_left
             if quiet_left and index < num_rows:
-                # The quiet lane: a greedy row thinking on a quiet plan, nothing due before its
-                # cap, whose new token is an ordinary one of the model's: the state only needs
-                # to count it (settled before it is read), and the row decides as before.
+                # The quiet lane: a row on a quiet plan with nothing due before its cap (a
+                # thinking row only where it is greedy and decided here), whose new token is
+                # an ordinary one of the model's: the state only needs to count it (settled
+                # before it is read); a thinking row decides as before.
                 consumed = request.consumed
                 output_ids = request.output_ids
                 if len(output_ids) == consumed + 1 and output_ids[consumed] not in request.special:
@@ -391,11 +423,16 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                     request.counted += 1
                     request.quiet_left = quiet_left - 1
                     bans = request.quiet_bans
-                    ban_rows.extend([index] * len(bans))
-                    ban_tokens.extend(bans)
-                    deciding.append((index, request))
+                    if bans:
+                        rows = bans_by.get(bans)
+                        if rows is None:
+                            bans_by[bans] = [index]
+                        else:
+                            rows.append(index)
+                    if request.quiet_thinking:
+                        deciding.append((index, request))
                     continue
-            request.quiet_left = 0  # reopened below only for a row still thinking, quietly
+            request.quiet_left = 0  # reopened below only for a row that is still quiet
             if not self._catch_up(request):
                 self._unseen_token(index)
                 continue
@@ -411,20 +448,34 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 continue
             banned = state.banned_next()
             if banned:
-                ban_rows.extend([index] * len(banned))
-                ban_tokens.extend(banned)
+                bans_by.setdefault(banned, []).append(index)
             if state.phase is thinking:
                 deciding.append((index, request))
                 if request.greedy and on_host:  # decided from this step's argmax, here
                     request.quiet_left = state.quiet_room()
                     request.quiet_bans = banned
+                    request.quiet_thinking = True
+            else:  # answering: nothing to decide, only the cap and the bans
+                if request.unsealed is not None:  # no attempt can be recorded from now on
+                    self.sealed.add(request.unsealed)
+                    request.unsealed = None
+                request.quiet_left = state.quiet_room()
+                request.quiet_bans = banned
+                request.quiet_thinking = False
         host = _host_view(logits)
-        if ban_rows:
+        for banned, rows in bans_by.items():
             # Before any decision: a suppressed delimiter is no choice at all, so the attempt
             # test and the sampling both see the model's distribution without it (vLLM's
             # bad_words, which the rounds strategy uses, mask the same way).
-            self._set(logits, host, ban_rows, ban_tokens, -math.inf)
-        if deciding:
+            if host is not None:
+                if len(banned) == 1:
+                    host[rows, banned[0]] = -math.inf
+                else:
+                    host[np.ix_(rows, banned)] = -math.inf
+            else:
+                pairs = [(row, token) for row in rows for token in banned]
+                self._set(logits, None, [r for r, _ in pairs], [t for _, t in pairs], -math.inf)
+        if deciding and self._measuring:
             # The adaptive policy's signal, before any decision touches a row: the rounds
             # strategy reads it off the same distribution (bans applied, stops not masked).
             self._measure(logits, deciding)
@@ -507,8 +558,8 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         rows = [
             (i, r)
             for i, r in deciding
-            if r.state.plan.early_exit
-            or (r.state.plan.adaptive and r.state.inserted < r.state.plan.adaptive_max)
+            if r.measures
+            and (r.state.plan.early_exit or r.state.inserted < r.state.plan.adaptive_max)
         ]
         if not rows:
             return
@@ -564,7 +615,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         # models, and on a loaded CPU every parallel kernel (a row gather, a softmax) can wait
         # milliseconds for its threads. Greedy rows need only one argmax over the batch.
         device = logits.device
-        sampled = [k for k, (_, r) in enumerate(deciding) if not r.greedy]
+        sampled = [k for k, (_, r) in enumerate(deciding) if not r.greedy] if self._sampling else []
         argmax: list[int] = []
         if len(sampled) < len(deciding):
             argmax = (host.argmax(axis=1) if host is not None else logits.argmax(dim=-1)).tolist()
@@ -580,7 +631,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             probs = torch.softmax(sub / temps, dim=-1)
             for j, k in enumerate(sampled):
                 request = deciding[k][1]
-                stop_ids = list(request.state.plan.end_attempt_ids)
+                stop_ids = list(request.attempt_ids)
                 if request.truncation is None:
                     p_stop[k] = float(probs[j, stop_ids].sum())
                 else:
@@ -588,7 +639,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         mask_rows: list[int] = []
         mask_tokens: list[int] = []
         for k, (index, request) in enumerate(deciding):
-            attempt_ids = request.state.plan.end_attempt_ids
+            attempt_ids = request.attempt_ids
             if request.greedy:
                 attempt = argmax[index] in attempt_ids
             else:
@@ -606,13 +657,14 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
 _instances: weakref.WeakSet[BudgetForcingLogitsProcessor] = weakref.WeakSet()
 
 
-def take_records(keys: list[str]) -> dict[str, Attempts]:
-    """What the active processors of this process recorded for ``keys`` (the worker's side
-    of ``engine/records.py``); the records are forgotten once taken."""
+def take_records(keys: Sequence[str], running: Sequence[str] = ()) -> dict[str, Attempts]:
+    """What the active processors of this process recorded for ``keys`` (finished requests)
+    and, where complete, for ``running`` (the worker's side of ``engine/records.py``); the
+    records are forgotten once taken."""
     found: dict[str, Attempts] = {}
     for instance in list(_instances):
         if instance.active:
-            found.update(instance.take_records(keys))
+            found.update(instance.take_records(keys, running))
     return found
 
 
