@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from s1_integrations.core.budget import BudgetError, BudgetLike, ThinkingBudget, as_budget
 from s1_integrations.core.plans import PlanBuilder
-from s1_integrations.core.prompts import Prompt, PromptError, render_prompt
+from s1_integrations.core.prompts import Prompt, PromptError, encode_texts, render_text
 from s1_integrations.core.results import Strategy
 from s1_integrations.core.tracking import Prepared
 
@@ -54,26 +54,29 @@ class Preparer:
         items = as_prompt_list(prompts)
         budgets = self.budgets(budget, len(items))
         check_strategy(strategy)
+        builder = self.builder
+        texts = []
+        for i, prompt in enumerate(items):
+            try:
+                texts.append(render_text(prompt, builder.tokenizer, builder.thinking_format, tools))
+            except PromptError as e:
+                raise PromptError(f"prompts[{i}]: {e}") if len(items) > 1 else e from None
         return [
-            self._one(i, prompt, b, strategy, tools, structured, len(items) > 1)
-            for i, (prompt, b) in enumerate(zip(items, budgets, strict=True))
+            self._one(i, prompt_ids, b, strategy, structured)
+            for i, (prompt_ids, b) in enumerate(
+                zip(encode_texts(builder.tokenizer, texts), budgets, strict=True)
+            )
         ]
 
     def _one(
         self,
         i: int,
-        prompt: Prompt,
+        prompt_ids: list[int],
         b: ThinkingBudget,
         strategy: Strategy,
-        tools: Sequence[dict[str, Any]] | None,
         structured: bool,
-        many: bool,
     ) -> Prepared:
         builder = self.builder
-        try:
-            prompt_ids = render_prompt(prompt, builder.tokenizer, builder.thinking_format, tools)
-        except PromptError as e:
-            raise PromptError(f"prompts[{i}]: {e}") if many else e from None
         plan = builder.plan_for(b)
         end = len(builder.end_ids)
         room = self.max_model_len - len(prompt_ids)

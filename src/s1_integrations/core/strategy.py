@@ -9,13 +9,14 @@ sources side by side; a call with one source reads it directly.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from functools import cached_property
 
 from s1_integrations.core.backend import Backend, Chunk, GenerationRequest
 from s1_integrations.core.formats import ThinkingFormat
 from s1_integrations.core.results import StreamEvent
 from s1_integrations.core.sampling import SamplingOptions, sample_options
-from s1_integrations.core.tracking import OutputTracker, Prepared
+from s1_integrations.core.tracking import OutputTracker, Prepared, fast_decoder
 
 #: A strategy's output: events tagged with the position of their item in the call.
 Tagged = tuple[int, StreamEvent]
@@ -34,10 +35,15 @@ class StrategyBase:
     ) -> list[AsyncGenerator[Tagged, None]]:
         raise NotImplementedError
 
+    @cached_property
+    def _decode(self) -> Callable[[list[int]], str]:
+        """The tokenizer's decoder, found once rather than for every request's tracker."""
+        return fast_decoder(self.backend.tokenizer)
+
     def tracker(self, item: Prepared, options: SamplingOptions) -> OutputTracker:
-        return OutputTracker(
-            item, self.backend.tokenizer, item.budget.extension_phrases, options.stop
-        )
+        tokenizer = self.backend.tokenizer
+        phrases = item.budget.extension_phrases
+        return OutputTracker(item, tokenizer, phrases, options.stop, decode=self._decode)
 
     async def run_once(self, request: GenerationRequest) -> Chunk:
         """The finished output of one request (asked for alone: no deltas)."""

@@ -21,7 +21,7 @@ from s1_integrations.core.results import (
 _WINDOW_TOKENS = 16
 
 
-def _fast_decoder(tokenizer: TokenizerLike) -> Callable[[list[int]], str]:
+def fast_decoder(tokenizer: TokenizerLike) -> Callable[[list[int]], str]:
     """``tokenizer.decode(ids, skip_special_tokens=False)``, without the Python layers if safe.
 
     A Hugging Face fast tokenizer's ``decode`` is its Rust backend's ``decode`` plus, when
@@ -64,9 +64,11 @@ class IncrementalText:
     offset once it spans more than a few tokens.
     """
 
-    def __init__(self, tokenizer: TokenizerLike) -> None:
+    def __init__(
+        self, tokenizer: TokenizerLike, decode: Callable[[list[int]], str] | None = None
+    ) -> None:
         self._tokenizer = tokenizer
-        self._decode_ids = _fast_decoder(tokenizer)
+        self._decode_ids = decode or fast_decoder(tokenizer)
         self.ids: list[int] = []
         self.text = ""
         self._prefix = 0
@@ -131,11 +133,15 @@ class OutputTracker:
         tokenizer: TokenizerLike,
         phrases_text: tuple[str, ...],
         stop: tuple[str, ...] = (),
+        decode: Callable[[list[int]], str] | None = None,
     ) -> None:
+        """``decode``: the tokenizer's decoder (:func:`fast_decoder`), where a caller that
+        makes many trackers has it already."""
         self.item = item
         self.replayer = Replayer(item.plan)
-        self.thinking = IncrementalText(tokenizer)
-        self.answer = IncrementalText(tokenizer)
+        decode = decode or fast_decoder(tokenizer)
+        self.thinking = IncrementalText(tokenizer, decode)
+        self.answer = IncrementalText(tokenizer, decode)
         self._phrases_text = phrases_text
         self._stop = stop
         self._holdback = max((len(s) for s in stop), default=1) - 1

@@ -111,11 +111,19 @@ class LoopBridge:
         self._check_alive()
         caller = asyncio.get_running_loop()
         inbox: asyncio.Queue[Any] = asyncio.Queue()
+        future: asyncio.Future[None] | concurrent.futures.Future[None]
+        if caller is self._loop:
+            # Already on the loop (the generator's own calls run here): no thread to cross,
+            # so no wake-up of the loop per request and per output.
+            future = caller.create_task(
+                self._tracked(self._produce(*request, emit=inbox.put_nowait))
+            )
+        else:
 
-        def emit(item: Any) -> None:
-            caller.call_soon_threadsafe(inbox.put_nowait, item)
+            def emit(item: Any) -> None:
+                caller.call_soon_threadsafe(inbox.put_nowait, item)
 
-        future = self._submit(self._produce(*request, emit=emit))
+            future = self._submit(self._produce(*request, emit=emit))
         try:
             while True:
                 item = await inbox.get()

@@ -11,15 +11,16 @@ import json
 import math
 from typing import Any
 
+# From vLLM's submodule, once: ``from vllm import SamplingParams`` inside a function goes
+# through the package's lazy ``__getattr__`` (an import_module) on every request.
+from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
+
 from s1_integrations.core.backend import Chunk, GenerationRequest
 from s1_integrations.core.forcing import EXTRA_ARGS_KEY
 
 
 def sampling_params(request: GenerationRequest) -> Any:
     """vLLM's parameters for ``request`` (detokenizing only where stop strings need it)."""
-    from vllm import SamplingParams
-    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
-
     kwargs: dict[str, Any] = {
         "n": 1,
         "max_tokens": request.max_tokens,
