@@ -251,7 +251,8 @@ def test_incremental_text_keeps_multibyte_characters_whole(tokenizer, step: int)
 
 
 def test_incremental_text_fast_path_matches_decode_and_falls_back(tokenizer) -> None:
-    from s1_integrations.core.tracking import IncrementalText, fast_decoder
+    from s1_integrations.core.tokenizing import fast_decoder
+    from s1_integrations.core.tracking import IncrementalText
 
     ids = tokenizer.encode(MIXED, add_special_tokens=False)
     assert fast_decoder(tokenizer).__name__ == "fast"  # a stock fast tokenizer: Rust directly
@@ -268,6 +269,44 @@ def test_incremental_text_fast_path_matches_decode_and_falls_back(tokenizer) -> 
     head = partial.extend(ids[:cut])
     assert "\ufffd" not in head
     assert head + partial.flush() == tokenizer.decode(ids[:cut])
+
+
+def test_the_fast_encoder_gives_the_ids_encode_gives_and_steps_aside_where_it_could_not(
+    tokenizer,
+) -> None:
+    """Prompts are encoded through the Rust backend directly (transformers would send each one
+    through the backend's thread pool): the same ids as ``encode``, special tokens, multibyte
+    text and all, through vLLM's pooled tokenizer too; a tokenizer that truncates, or one
+    without a Rust backend, is left to its own ``encode``."""
+    import copy
+
+    from vllm.tokenizers.hf import maybe_make_thread_pool
+
+    from s1_integrations.core.tokenizing import fast_encoder
+
+    texts = [MIXED, "<|im_start|>user\nWhat is 3+4?<|im_end|>\n<think>", "", " a  b\n\n"]
+    expected = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    assert fast_encoder(tokenizer).__name__ == "fast"
+    assert fast_encoder(tokenizer)(texts) == expected
+    pooled = maybe_make_thread_pool(copy.deepcopy(tokenizer))
+    assert fast_encoder(pooled).__name__ == "fast"
+    assert fast_encoder(pooled)(texts) == expected
+    truncating = copy.deepcopy(tokenizer)
+    truncating._tokenizer.enable_truncation(max_length=4)
+    assert fast_encoder(truncating).__name__ == "slow"
+    assert fast_encoder(truncating)(texts) == expected  # (transformers lifts it for encode)
+    assert fast_encoder(_SlowEncoder(tokenizer)).__name__ == "slow"
+    assert fast_encoder(_SlowEncoder(tokenizer))(texts) == expected
+
+
+class _SlowEncoder:
+    """A tokenizer without a Rust backend: the generic ``encode`` path."""
+
+    def __init__(self, tokenizer) -> None:  # type: ignore[no-untyped-def]
+        self.inner = tokenizer
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return self.inner.encode(text, add_special_tokens=add_special_tokens)
 
 
 # -- no re-entry: the thinking delimiters the model may not write (issue 16) ------------------

@@ -9,14 +9,15 @@ sources side by side; a call with one source reads it directly.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from functools import cached_property
 
 from s1_integrations.core.backend import Backend, Chunk, GenerationRequest
 from s1_integrations.core.formats import ThinkingFormat
 from s1_integrations.core.results import StreamEvent
 from s1_integrations.core.sampling import SamplingOptions, sample_options
-from s1_integrations.core.tracking import OutputTracker, Prepared, fast_decoder
+from s1_integrations.core.tokenizing import Decoder, fast_decoder
+from s1_integrations.core.tracking import OutputTracker, Prepared
 
 #: A strategy's output: events tagged with the position of their item in the call.
 Tagged = tuple[int, StreamEvent]
@@ -36,7 +37,7 @@ class StrategyBase:
         raise NotImplementedError
 
     @cached_property
-    def _decode(self) -> Callable[[list[int]], str]:
+    def _decode(self) -> Decoder:
         """The tokenizer's decoder, found once rather than for every request's tracker."""
         return fast_decoder(self.backend.tokenizer)
 

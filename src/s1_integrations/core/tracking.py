@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from s1_integrations.core.budget import ThinkingBudget
@@ -16,42 +16,10 @@ from s1_integrations.core.results import (
     StreamEvent,
     ThinkingDelta,
 )
+from s1_integrations.core.tokenizing import Decoder, fast_decoder
 
 #: Tokens a decoding window may span before it slides forward (see :class:`IncrementalText`).
 _WINDOW_TOKENS = 16
-
-
-def fast_decoder(tokenizer: TokenizerLike) -> Callable[[list[int]], str]:
-    """``tokenizer.decode(ids, skip_special_tokens=False)``, without the Python layers if safe.
-
-    A Hugging Face fast tokenizer's ``decode`` is its Rust backend's ``decode`` plus, when
-    ``clean_up_tokenization_spaces`` is set, a clean-up; vLLM also routes every call through
-    a pool of tokenizer copies. Where the result is provably the same (the stock ``_decode``,
-    no clean-up) call the backend directly: it only reads, so threads may share it.
-    """
-
-    def slow(ids: list[int]) -> str:
-        return tokenizer.decode(ids, skip_special_tokens=False)
-
-    try:
-        from tokenizers import Tokenizer
-        from transformers.tokenization_utils_tokenizers import TokenizersBackend
-    except ImportError:  # pragma: no cover - both come with vLLM
-        return slow
-    backend = getattr(tokenizer, "_tokenizer", None)
-    if (
-        isinstance(tokenizer, TokenizersBackend)
-        and isinstance(backend, Tokenizer)
-        and getattr(type(tokenizer), "_decode", None) is TokenizersBackend._decode
-        and not getattr(tokenizer, "clean_up_tokenization_spaces", True)
-    ):
-        decode = backend.decode
-
-        def fast(ids: list[int]) -> str:
-            return decode(ids, skip_special_tokens=False)
-
-        return fast
-    return slow
 
 
 class IncrementalText:
@@ -64,9 +32,7 @@ class IncrementalText:
     offset once it spans more than a few tokens.
     """
 
-    def __init__(
-        self, tokenizer: TokenizerLike, decode: Callable[[list[int]], str] | None = None
-    ) -> None:
+    def __init__(self, tokenizer: TokenizerLike, decode: Decoder | None = None) -> None:
         self._tokenizer = tokenizer
         self._decode_ids = decode or fast_decoder(tokenizer)
         self.ids: list[int] = []
@@ -133,7 +99,7 @@ class OutputTracker:
         tokenizer: TokenizerLike,
         phrases_text: tuple[str, ...],
         stop: tuple[str, ...] = (),
-        decode: Callable[[list[int]], str] | None = None,
+        decode: Decoder | None = None,
     ) -> None:
         """``decode``: the tokenizer's decoder (:func:`fast_decoder`), where a caller that
         makes many trackers has it already."""
