@@ -389,8 +389,6 @@ def test_a_forced_token_separates_what_the_model_wrote() -> None:
 @pytest.mark.parametrize("seed", range(20))
 def test_no_output_ever_holds_a_delimiter_where_it_is_banned(seed: int) -> None:
     """A random model that prefers the delimiters, driven as the processor drives it."""
-    import random
-
     rng = random.Random(seed)
     p = ForcingPlan(
         end=(END,),
@@ -663,20 +661,23 @@ _REPLAYED = (
 
 @pytest.mark.parametrize("seed", range(40))
 def test_a_replay_counting_ordinary_runs_at_once_ends_where_the_driver_did(seed: int) -> None:
-    """On a quiet plan the replay counts the model's runs of ordinary tokens in one step (as
-    the processor's quiet lane does); fed in any chunks, it must end in the state the driver
-    reached token by token: caps, minimums, extensions and answer caps on their exact tokens,
-    with only the replaced attempts flagged, as the engine's records flag them."""
+    """Where the plan allows it (a quiet plan, any plan's answer) the replay counts the
+    model's runs of ordinary tokens in one step (as the processor's quiet lane does); fed in
+    any chunks, it must end in the state the driver reached token by token: caps, minimums,
+    extensions and answer caps on their exact tokens, with only the replaced attempts
+    flagged, as the engine's records flag them."""
     rng = random.Random(seed)
     least = rng.choice([0, 3, 9])
+    landing = rng.choice([{}, {"landing": 4, "breaks": (B,)}])  # its answer is counted alone
     p = plan(
         min_thinking=least,
-        max_thinking=rng.choice([None, least + 2, 12, 30]),
+        max_thinking=rng.choice([12, 30] if landing else [None, least + 2, 12, 30]),
         extensions=rng.choice([0, 1, 3]),
         max_answer=rng.choice([None, 2, 7]),
         conclusion=rng.choice([(), (CONCL,), (CONCL, A)]),
+        **landing,
     )
-    assert p.quiet
+    assert p.quiet == (not p.landing) and p.quiet_answer
     thinking = rng.choices([A, B, WAIT, END, EOS], weights=[40, 40, 3, 6, 2], k=60)
     out, forced, driven = drive(p, thinking + [A] * 10 + [EOS], attempts_only=True)
     replayer = Replayer(p)

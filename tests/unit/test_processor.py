@@ -166,6 +166,25 @@ def test_the_quiet_lane_counts_the_answer_to_its_cap_and_keeps_its_bans() -> Non
     )
 
 
+def test_a_soft_landing_plan_counts_its_answer_in_the_quiet_lane_too() -> None:
+    """A soft landing watches the thinking token by token (no lane there), but its answer
+    has nothing to watch: counted, with the answer cap on its exact token."""
+    proc = processor()
+    outs: list[list[int]] = [[]]
+    landing = params(max_thinking=3, landing=2, breaks=(B,), max_answer=3)
+    proc.update_state(update(added=[(0, landing, None, outs[0])], size=1))
+    for _ in range(4):
+        greedy_step(proc, outs, [A])
+        assert proc.requests[0].counted == 0  # thinking: every token goes to the state
+    assert outs[0] == [A, A, A, END]
+    greedy_step(proc, outs, [A])  # the end delimiter observed: the answer's lane opens
+    greedy_step(proc, outs, [A])
+    greedy_step(proc, outs, [A])
+    assert proc.requests[0].counted == 2
+    greedy_step(proc, outs, [A])
+    assert outs[0] == [A, A, A, END, A, A, A, EOS]  # three answer tokens, then the cap's EOS
+
+
 def test_a_record_is_taken_while_its_request_runs_only_once_its_thinking_has_ended() -> None:
     """An attempt can be replaced only while the thinking lasts: from the first answering
     step the record is complete (sealed) and handed over with a call that names the request

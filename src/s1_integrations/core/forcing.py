@@ -222,17 +222,23 @@ class ForcingPlan:
 
     @cached_property
     def quiet(self) -> bool:
-        """Whether the model's ordinary tokens, thinking or answering, only count
+        """Whether the model's ordinary thinking tokens only count
         (:meth:`ForcingState.count_quiet`, and :meth:`ForcingState.fold_top1` for the
-        policy's signal while thinking): so it is without a soft landing (a break may end
-        the thinking), the early exit (a stretch may end it), and a multi-token end
-        delimiter or ban (they are matched across tokens)."""
+        policy's signal): so it is without a soft landing (a break may end the thinking),
+        the early exit (a stretch may end it), and a multi-token end delimiter or ban (they
+        are matched across tokens). The answer's: :attr:`quiet_answer`."""
         return (
             len(self.end) == 1
             and not self.landing
             and not self.early_exit
             and self._ban_memory == 0
         )
+
+    @cached_property
+    def quiet_answer(self) -> bool:
+        """Whether the model's ordinary answer tokens only count: the soft landing and the
+        early exit concern the thinking alone, so only a multi-token ban rules it out."""
+        return self._ban_memory == 0
 
     @cached_property
     def special(self) -> frozenset[int]:
@@ -572,16 +578,17 @@ class ForcingState:
 
     def quiet_room(self) -> int:
         """How many of the model's next tokens :meth:`count_quiet` may take before the state
-        must see one: none while a sequence is being forced, after the end, or on a plan that
-        is not :attr:`~ForcingPlan.quiet`; otherwise all up to where the cap becomes due (the
-        thinking's, or the answer's end of sequence)."""
+        must see one: none while a sequence is being forced, after the end, or where the plan
+        is not :attr:`~ForcingPlan.quiet` (:attr:`~ForcingPlan.quiet_answer` in the answer);
+        otherwise all up to where the cap becomes due (the thinking's, or the answer's end of
+        sequence)."""
         plan = self.plan
-        if self._queue or not plan.quiet:
+        if self._queue:
             return 0
         phase = self.phase
-        if phase is _THINKING:
+        if phase is _THINKING and plan.quiet:
             cap, count = plan.cap_from, self.thinking_tokens
-        elif phase is _ANSWERING:
+        elif phase is _ANSWERING and plan.quiet_answer:
             cap, count = plan.max_answer, self.answer_tokens
         else:
             return 0
@@ -793,9 +800,10 @@ class Replayer:
         self._exit_run = (*plan.conclusion, *plan.end)
         longest = len(self._exit_run) if plan.early_exit else len(plan.end)
         self._lookahead = max(longest, *(len(p) for p in plan.phrases), 1)
-        # Whether runs of the model's ordinary tokens may be counted in one step (as the
-        # processor's quiet lane counts them): not where top-1s must be folded token by token.
-        self._quiet = plan.quiet
+        # Whether runs of the model's ordinary tokens may be counted in one step where the
+        # state allows it (its quiet_room, as the processor's quiet lane counts them): not
+        # once top-1s are given, which the thinking folds token by token.
+        self._counting = True
 
     def feed(
         self,
@@ -817,7 +825,7 @@ class Replayer:
         if exits is not None:
             self.exits = {*(self.exits or ()), *exits}
         if top1 is not None:
-            self._quiet = False
+            self._counting = False
         self.ids.extend(ids)
         self.forced.extend(forced)
         self.top1.extend(top1 if top1 is not None else [None] * len(ids))
@@ -826,7 +834,7 @@ class Replayer:
         multi_end = len(state.plan.end) > 1  # per token below: only such an end needs a look
         while state.position < limit and state.phase is not _FINISHED:
             i = state.position
-            if self._quiet:
+            if self._counting:
                 n = self._ordinary_run(i, min(limit, i + state.quiet_room()))
                 if n:
                     state.count_quiet(n, self.ids[i + n - 1])
