@@ -243,8 +243,8 @@ class ForcingPlan:
     @cached_property
     def special(self) -> frozenset[int]:
         """The tokens a state must look at: the end delimiter, end of sequence and every token
-        a ban could mask; any other token of the model's only counts on a :attr:`quiet`
-        plan."""
+        a ban could mask; any other token of the model's only counts where the plan allows
+        it (:attr:`quiet` while thinking, :attr:`quiet_answer` in the answer)."""
         return frozenset((*self.end, *self.eos, *self._banned_lasts))
 
     @cached_property

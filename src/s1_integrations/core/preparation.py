@@ -11,8 +11,9 @@ from typing import Any, cast
 
 from s1_integrations.core.budget import BudgetError, BudgetLike, ThinkingBudget, as_budget
 from s1_integrations.core.plans import PlanBuilder
-from s1_integrations.core.prompts import Prompt, PromptError, encode_texts, render_text
+from s1_integrations.core.prompts import Prompt, PromptError, render_text
 from s1_integrations.core.results import Strategy
+from s1_integrations.core.tokenizing import fast_encoder
 from s1_integrations.core.tracking import Prepared
 
 STRATEGIES: tuple[Strategy, ...] = ("single_pass", "rounds")
@@ -64,7 +65,7 @@ class Preparer:
         return [
             self._one(i, prompt_ids, b, strategy, structured)
             for i, (prompt_ids, b) in enumerate(
-                zip(encode_texts(builder.tokenizer, texts), budgets, strict=True)
+                zip(fast_encoder(builder.tokenizer)(texts), budgets, strict=True)
             )
         ]
 

@@ -73,13 +73,9 @@ def render_prompt(
     fmt: ThinkingFormat,
     tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[int]:
-    """The prompt's token ids: :func:`render_text`, encoded."""
-    return encode_texts(tokenizer, [render_text(prompt, tokenizer, fmt, tools)])[0]
-
-
-def encode_texts(tokenizer: TokenizerLike, texts: Sequence[str]) -> list[list[int]]:
-    """Rendered prompts as token ids (:func:`~s1_integrations.core.tokenizing.fast_encoder`)."""
-    return fast_encoder(tokenizer)(texts)
+    """The prompt's token ids: :func:`render_text`, encoded
+    (:func:`~s1_integrations.core.tokenizing.fast_encoder`)."""
+    return fast_encoder(tokenizer)([render_text(prompt, tokenizer, fmt, tools)])[0]
 
 
 def render_text(

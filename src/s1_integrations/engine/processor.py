@@ -13,13 +13,13 @@ read back with their next token, and indices travel through pinned memory, as vL
 processors do; sampled rows, whose draw uses the request's own random stream, are still
 decided on the host.
 
-Most rows, most steps, are greedy rows thinking ordinary tokens, or rows answering. On a
-plan with nothing to watch token by token (no soft landing, no early exit, single-token
-delimiters), such a row's new token is only counted, and a thinking row's step's top-1
-folded into an adaptive policy's signal. This quiet lane ends at the token before the cap
-(the thinking's, or the answer's); the state is given the count in one call before anything
-reads it, such as an attempt to stop. The processor's work for
-every row at every step is what it costs beside the engine's own step.
+Most rows, most steps, are greedy rows thinking ordinary tokens, or rows answering. Where
+nothing needs watching token by token (for the thinking: no soft landing, no early exit,
+single-token delimiters; for the answer: no multi-token ban), such a row's new token is only
+counted, and a thinking row's step's top-1 folded into an adaptive policy's signal. This
+quiet lane ends at the token before the cap (the thinking's, or the answer's); the state is
+given the count in one call before anything reads it, such as an attempt to stop. The
+processor's work for every row at every step is what it costs beside the engine's own step.
 
 Tokens are read in :meth:`~BudgetForcingLogitsProcessor.apply`, not in ``update_state``:
 under asynchronous scheduling (vLLM's default on GPUs since 0.27) the worker's output lists
@@ -399,8 +399,8 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         forced_rows: list[int] = []
         forced_tokens: list[int] = []
         deciding: list[tuple[int, _Request]] = []
-        # Rows by the tokens they may not write now: most rows share one set of bans.
-        bans_by: dict[tuple[int, ...], list[int]] = {}
+        ban_rows: list[int] = []
+        ban_tokens: list[int] = []
         # Every row, every step: kept to plain attribute reads and calls that return early.
         num_rows = logits.shape[0]
         finished, thinking = Phase.FINISHED, Phase.THINKING
@@ -408,10 +408,10 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         for index, request in self.requests.items():
             quiet_left = request.quiet_left
             if quiet_left and index < num_rows:
-                # The quiet lane: a row on a quiet plan with nothing due before its cap (a
-                # thinking row only where it is greedy and decided here), whose new token is
-                # an ordinary one of the model's: the state only needs to count it (settled
-                # before it is read); a thinking row decides as before.
+                # The quiet lane: a row its state lets count (quiet_room) with nothing due
+                # before its cap (a thinking row only where it is greedy and decided here),
+                # whose new token is an ordinary one of the model's: the state only needs to
+                # count it (settled before it is read); a thinking row decides as before.
                 consumed = request.consumed
                 output_ids = request.output_ids
                 if len(output_ids) == consumed + 1 and output_ids[consumed] not in request.special:
@@ -423,12 +423,8 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                     request.counted += 1
                     request.quiet_left = quiet_left - 1
                     bans = request.quiet_bans
-                    if bans:
-                        rows = bans_by.get(bans)
-                        if rows is None:
-                            bans_by[bans] = [index]
-                        else:
-                            rows.append(index)
+                    ban_rows.extend([index] * len(bans))
+                    ban_tokens.extend(bans)
                     if request.quiet_thinking:
                         deciding.append((index, request))
                     continue
@@ -448,7 +444,8 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 continue
             banned = state.banned_next()
             if banned:
-                bans_by.setdefault(banned, []).append(index)
+                ban_rows.extend([index] * len(banned))
+                ban_tokens.extend(banned)
             if state.phase is thinking:
                 deciding.append((index, request))
                 if request.greedy and on_host:  # decided from this step's argmax, here
@@ -463,18 +460,11 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 request.quiet_bans = banned
                 request.quiet_thinking = False
         host = _host_view(logits)
-        for banned, rows in bans_by.items():
+        if ban_rows:
             # Before any decision: a suppressed delimiter is no choice at all, so the attempt
             # test and the sampling both see the model's distribution without it (vLLM's
             # bad_words, which the rounds strategy uses, mask the same way).
-            if host is not None:
-                if len(banned) == 1:
-                    host[rows, banned[0]] = -math.inf
-                else:
-                    host[np.ix_(rows, banned)] = -math.inf
-            else:
-                pairs = [(row, token) for row in rows for token in banned]
-                self._set(logits, None, [r for r, _ in pairs], [t for _, t in pairs], -math.inf)
+            self._set(logits, host, ban_rows, ban_tokens, -math.inf)
         if deciding and self._measuring:
             # The adaptive policy's signal, before any decision touches a row: the rounds
             # strategy reads it off the same distribution (bans applied, stops not masked).
